@@ -1,0 +1,3 @@
+"""microcloudd: the microcloud daemon."""
+
+__version__ = "0.1.0"

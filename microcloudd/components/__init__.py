@@ -1,0 +1,1 @@
+"""Starting, watching and joining the bundled programs (ovsdb-server, OVN, Ceph, libvirtd)."""
