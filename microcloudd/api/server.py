@@ -65,7 +65,7 @@ class ServerInfo(msgspec.Struct, kw_only=True):
     api_version: str = API_VERSION
     auth: str
     public: bool = False
-    auth_methods: list[str] = ["tls"]
+    auth_methods: list[str] = msgspec.field(default_factory=lambda: ["tls"])
     config: dict[str, str] = {}
     environment: Environment | None = None
 

@@ -1,0 +1,1 @@
+"""The microcloud command-line client (imports microcloudd.api only)."""

@@ -1,0 +1,1 @@
+"""The aiohttp binding of microcloudd.api: routes, envelope, access, operations, events."""
