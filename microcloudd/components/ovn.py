@@ -112,7 +112,9 @@ async def _northd_active(ctl: Path) -> bool:
     return proc.returncode == 0 and b"active" in out
 
 
-def northd_spec(paths: CentralPaths, nb_remote: str | None = None, sb_remote: str | None = None) -> ProcessSpec:
+def northd_spec(
+    paths: CentralPaths, nb_remote: str | None = None, sb_remote: str | None = None
+) -> ProcessSpec:
     """ovn-northd translating NB into SB logical flows. With Raft clusters, pass every
     member's remote comma-separated so northd follows the leader."""
     run = paths.run_dir
@@ -136,8 +138,8 @@ def northd_spec(paths: CentralPaths, nb_remote: str | None = None, sb_remote: st
     )
 
 
-def central_specs(paths: CentralPaths, nb_remotes: Sequence[str] = (), sb_remotes: Sequence[str] = ()) -> list[
-    ProcessSpec
-]:
+def central_specs(
+    paths: CentralPaths, nb_remotes: Sequence[str] = (), sb_remotes: Sequence[str] = ()
+) -> list[ProcessSpec]:
     """NB server, SB server, northd: in start order."""
     return [nb_spec(paths, nb_remotes), sb_spec(paths, sb_remotes), northd_spec(paths)]

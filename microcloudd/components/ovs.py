@@ -58,7 +58,8 @@ def kernel_datapath_available() -> bool:
     if Path("/sys/module/openvswitch").exists():
         return True
     try:
-        return subprocess.run(["modprobe", "-q", "openvswitch"], capture_output=True, timeout=10).returncode == 0
+        done = subprocess.run(["modprobe", "-q", "openvswitch"], capture_output=True, timeout=10)
+        return done.returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -110,7 +111,8 @@ def vswitchd_spec(cfg: ChassisConfig) -> ProcessSpec:
     async def ready() -> bool:
         return await _appctl_ok(cfg.vswitchd_ctl, "version")
 
-    return ProcessSpec(name="ovs-vswitchd", argv=argv, env=private_env(run), ready=ready, after=("ovsdb-server",))
+    return ProcessSpec(name="ovs-vswitchd", argv=argv, env=private_env(run), ready=ready,
+                       after=("ovsdb-server",))
 
 
 def _vsctl(cfg: ChassisConfig, *args: str, timeout: float = 10.0) -> str:
