@@ -321,7 +321,7 @@ class LocalCeph:
         s, access = self.settings(), self.access()
 
         async def ready() -> bool:
-            return await _probe(access, None)
+            return bool(await _probe(access, None))
 
         return ProcessSpec(name=f"ceph-mon.{s.mon_id}", argv=self._argv("mon", s.mon_id), ready=ready,
                            ready_timeout=60.0, stop_timeout=20.0)
