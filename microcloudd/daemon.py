@@ -20,6 +20,7 @@ from aiohttp import web
 
 from microcloudd import __version__, hostinfo, logsetup
 from microcloudd.api import endpoints
+from microcloudd.api.declare import Op
 from microcloudd.api.errors import MicrocloudError
 from microcloudd.api.server import Status
 from microcloudd.notify import notify
@@ -45,8 +46,12 @@ def default_state_dir() -> Path:
 
 
 class Daemon:
-    def __init__(self, state_dir: Path, server_name: str | None = None) -> None:
+    def __init__(self, state_dir: Path, server_name: str | None = None, *,
+                 extra_ops: tuple[Op, ...] = (), extra_handlers: tuple[object, ...] = ()) -> None:
         self.state_dir = state_dir
+        # Extra endpoints beside the declared ones (tests exercise the operation machinery so).
+        self.ops = (*endpoints.ALL, *extra_ops)
+        self._extra_handlers = extra_handlers
         self.socket_path = state_dir / SOCKET_NAME
         self.server_name = server_name or hostinfo.default_server_name()
         self.started = time.monotonic()
@@ -58,11 +63,10 @@ class Daemon:
         self.operations = OperationManager(self.events, location=self.server_name)
 
     def handler_objects(self) -> list[object]:
-        ops = endpoints.ALL
-        doc = envelope.encode(openapi.build(ops, __version__))
+        doc = envelope.encode(openapi.build(endpoints.ALL, __version__))
         self._server = ServerHandlers(hostinfo.server_info(self.server_name), self.status, doc,
                                       self.operations, self.events)
-        return [self._server]
+        return [self._server, *self._extra_handlers]
 
     async def status(self) -> Status:
         return Status(
@@ -75,7 +79,7 @@ class Daemon:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
         self._lock.acquire()
         try:
-            app = build_app(endpoints.ALL, self.handler_objects())
+            app = build_app(self.ops, self.handler_objects())
             self._log_handler = EventLogHandler(self.events, asyncio.get_running_loop())
             logging.getLogger().addHandler(self._log_handler)
             self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)

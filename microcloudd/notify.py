@@ -8,6 +8,6 @@ import os
 def notify(**fields: str) -> None:
     if not os.environ.get("NOTIFY_SOCKET"):
         return
-    from systemd import daemon
+    from systemd import daemon  # type: ignore[attr-defined]
 
     daemon.notify("\n".join(f"{k.upper()}={v}" for k, v in fields.items()))

@@ -78,7 +78,8 @@ class Client:
         try:
             envelope: dict[str, Any] = json.loads(raw)
         except ValueError:
-            raise MicrocloudError(f"unexpected answer from microcloudd ({resp.status}): {raw[:200]!r}") from None
+            raise MicrocloudError(
+                f"unexpected answer from microcloudd ({resp.status}): {raw[:200]!r}") from None
         if envelope.get("type") == "error":
             meta = envelope.get("metadata") or {}
             raise from_wire(meta.get("code"), envelope.get("error", "unknown error"), meta.get("details"))
@@ -104,7 +105,7 @@ class Client:
             data = msgspec.json.encode(body)
             headers["Content-Type"] = "application/json"
         envelope = self.request(op.method, url, data, headers)
-        meta = envelope.get("metadata")
+        meta: Any = envelope.get("metadata")
         if envelope.get("type") == "async" and wait:
             return self.wait_operation(meta["id"])
         return meta

@@ -60,7 +60,7 @@ def peer_credentials(request: web.Request) -> Credentials | None:
     # Cached on the transport: one getsockopt per connection, not per request.
     cached = getattr(transport, "_microcloud_creds", None)
     if cached is not None:
-        return cached  # type: ignore[no-any-return]
+        return cached
     pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
     creds = Credentials(pid, uid, gid, _trusted(uid, gid))
     try:

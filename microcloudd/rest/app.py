@@ -24,6 +24,10 @@ from microcloudd.rest.access import Credentials, allowed, peer_credentials
 log = logging.getLogger(__name__)
 
 
+REQUEST_ID = web.RequestKey("request_id", str)
+CREDS = web.RequestKey("creds", Credentials)
+
+
 class Context:
     """Per-request facts handlers may need: the raw request, an id for the logs, the caller."""
 
@@ -77,11 +81,14 @@ async def _decode_body(op: Op, request: web.Request) -> Any:
         raise InvalidArgument(f"Invalid JSON in request body: {e}") from None
 
 
-def _route(op: Op, handler: Callable[..., Awaitable[Any]]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _route(op: Op, handler: Callable[..., Awaitable[Any]]) -> Route:
     params, has_query, has_body, kind = op.params, op.query is not None, op.body is not None, op.kind
 
     async def route(request: web.Request) -> web.StreamResponse:
-        creds = request.get("creds")
+        creds = request.get(CREDS)
         if not allowed(op.access, creds):
             raise Forbidden("Not authorized")
         kwargs: dict[str, Any] = {p: request.match_info[p] for p in params}
@@ -89,7 +96,7 @@ def _route(op: Op, handler: Callable[..., Awaitable[Any]]) -> Callable[[web.Requ
             kwargs["query"] = _decode_query(op, request)
         if has_body:
             kwargs["body"] = await _decode_body(op, request)
-        result = await handler(Context(request, request["request_id"], creds), **kwargs)
+        result = await handler(Context(request, request[REQUEST_ID], creds), **kwargs)
         if kind == "sync":
             return envelope.sync(result)
         if kind == "async":
@@ -104,8 +111,10 @@ def _route(op: Op, handler: Callable[..., Awaitable[Any]]) -> Callable[[web.Requ
 @web.middleware
 async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                   ) -> web.StreamResponse:
-    request_id = request["request_id"] = uuid.uuid4().hex[:12]
-    request["creds"] = peer_credentials(request)
+    request_id = request[REQUEST_ID] = uuid.uuid4().hex[:12]
+    creds = peer_credentials(request)
+    if creds is not None:
+        request[CREDS] = creds
     try:
         return await handler(request)
     except MicrocloudError as e:

@@ -39,7 +39,7 @@ def build(ops: Iterable[Op], version: str) -> dict[str, Any]:
             {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in op.params
         ]
         if op.query is not None:
-            (qschema,), qcomp = msgspec.json.schema_components([op.query])
+            (_qschema,), qcomp = msgspec.json.schema_components([op.query])
             props = qcomp[op.query.__name__]["properties"]
             params += [{"name": k, "in": "query", "required": False, "schema": v} for k, v in props.items()]
         entry: dict[str, Any] = {"operationId": op.name, "summary": op.summary, "parameters": params,

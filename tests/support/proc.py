@@ -62,5 +62,6 @@ def start(spec: ProcessSpec, log_dir: Path) -> Running:
             return running
         if time.monotonic() > deadline:
             running.stop()
-            raise RuntimeError(f"{spec.name} not ready after {spec.ready_timeout}s: {log.read_text()[-2000:]}")
+            raise RuntimeError(
+                f"{spec.name} not ready after {spec.ready_timeout}s: {log.read_text()[-2000:]}")
         time.sleep(0.05)

@@ -72,7 +72,10 @@ async def _monitor(path: str, types: str, fmt: str) -> None:
                     if msg.type != aiohttp.WSMsgType.TEXT:
                         break
                     event = json.loads(msg.data)
-                    click.echo(_event_line(event) if fmt == "pretty" else dump(event, fmt), nl=True)
+                    if fmt == "json":  # one event per line, for piping into jq and friends
+                        click.echo(json.dumps(event))
+                    else:
+                        click.echo(_event_line(event) if fmt == "pretty" else dump(event, fmt) + "\n---")
     except (aiohttp.ClientConnectorError, FileNotFoundError):
         raise MicrocloudError(f"microcloudd is not running (no daemon answers on {path})") from None
     except aiohttp.WSServerHandshakeError as e:

@@ -47,7 +47,7 @@ class ServerHandlers:
         for op in self._ops.list():
             item: object = op if query.recursion else f"/1.0/operations/{op.id}"
             groups.setdefault(op.status.lower(), []).append(item)
-        return OperationsByStatus(**groups)  # type: ignore[arg-type]
+        return OperationsByStatus(**groups)
 
     async def operation_get(self, ctx: Context, id: str) -> Operation:
         return self._ops.get(id)
