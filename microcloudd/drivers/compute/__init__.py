@@ -1,0 +1,1 @@
+"""Compute: VMs as libvirt domains (see base.ComputeDriver, libvirt.LibvirtDriver)."""

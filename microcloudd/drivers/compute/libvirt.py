@@ -1,0 +1,564 @@
+"""The libvirt compute driver: KVM/TCG domains through libvirt-python, async on the surface.
+
+Every libvirt call runs on the process's libvirt thread (see libvirt_thread); each public
+method is one job there, so a method's steps are not interleaved with other calls. Only
+domains whose <metadata> names our owner are ever touched; others look absent.
+Config changes (limits, devices) always rewrite the persistent definition (so they hold at
+the next start on any driver, test:/// included) and are applied live where libvirt can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import libvirt
+
+from microcloudd.api.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, Unavailable
+from microcloudd.drivers.compute import domain_xml as dx
+from microcloudd.drivers.compute import validate
+from microcloudd.drivers.compute.base import ComputeDriver, ConsoleStream
+from microcloudd.drivers.compute.console import LibvirtConsole, tail
+from microcloudd.drivers.compute.events import EventHub, Subscription
+from microcloudd.drivers.compute.libvirt_errors import translate
+from microcloudd.drivers.compute.libvirt_thread import LibvirtThread
+from microcloudd.drivers.compute.secret_xml import ceph_secret_xml
+from microcloudd.drivers.compute.types import (
+    METADATA_NS,
+    Disk,
+    DomainSpec,
+    DomainStatus,
+    EventKind,
+    LimitsChange,
+    Nic,
+    ParsedDomain,
+    PowerState,
+)
+
+T = TypeVar("T")
+
+_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: PowerState.ERROR,
+    libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: PowerState.FROZEN,
+    libvirt.VIR_DOMAIN_SHUTDOWN: PowerState.STOPPING,
+    libvirt.VIR_DOMAIN_SHUTOFF: PowerState.STOPPED,
+    libvirt.VIR_DOMAIN_CRASHED: PowerState.ERROR,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.FROZEN,
+}
+_INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE
+_LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
+
+
+class LibvirtDriver(ComputeDriver):
+    """Use `await LibvirtDriver.connect(uri, owner)`; `await close()` when done."""
+
+    def __init__(self, lt: LibvirtThread, conn: libvirt.virConnect, uri: str, owner: str,
+                 virt_type: str) -> None:
+        self._lt = lt
+        self._conn = conn
+        self._uri = uri
+        self.owner = owner
+        self.virt_type = virt_type
+        self._hub = EventHub()
+        self._callback_id: int | None = None
+
+    @classmethod
+    async def connect(cls, uri: str, owner: str, *, virt_type: str | None = None) -> LibvirtDriver:
+        """`owner` tags every domain we define (e.g. the cluster member's name)."""
+        if not owner or any(c in owner for c in "<>&\"'"):
+            raise InvalidArgument(f"invalid compute owner tag {owner!r}")
+        lt = LibvirtThread.get()
+
+        def open_conn() -> libvirt.virConnect:
+            try:
+                return libvirt.open(uri)
+            except libvirt.libvirtError as e:
+                raise Unavailable(f"cannot connect to libvirt at {uri}: {e.get_error_message()}") from None
+
+        conn = await lt.call(open_conn)
+        drv = cls(lt, conn, uri, owner, virt_type or dx.host_virt_type())
+        await lt.call(drv._register_events)
+        return drv
+
+    def _register_events(self) -> None:
+        self._callback_id = self._conn.domainEventRegisterAny(
+            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._hub.on_lifecycle, None)
+        try:  # notice a dead daemon within ~15 s (remote URIs; the test driver has no keepalive)
+            self._conn.setKeepAlive(5, 3)
+        except libvirt.libvirtError:
+            pass
+
+    async def close(self) -> None:
+        def close_sync() -> None:
+            # Deregister before closing, or libvirt keeps the connection's watches alive.
+            if self._callback_id is not None:
+                try:
+                    self._conn.domainEventDeregisterAny(self._callback_id)
+                except libvirt.libvirtError:
+                    pass
+                self._callback_id = None
+            try:
+                self._conn.close()
+            except libvirt.libvirtError:
+                pass
+
+        await self._lt.call(close_sync)
+
+    # -- plumbing --------------------------------------------------------------------------
+    async def _run(self, action: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` on the libvirt thread, libvirtError translated with `action`."""
+
+        def job() -> T:
+            try:
+                return fn(*args)
+            except libvirt.libvirtError as e:
+                raise translate(e, action) from None
+
+        return await self._lt.call(job)
+
+    def _find(self, name: str) -> libvirt.virDomain | None:
+        """Our domain called `name`, or None (absent, or someone else's)."""
+        try:
+            dom = self._conn.lookupByName(name)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+        return dom if self._owner_of(dom) == self.owner else None
+
+    def _owned(self, name: str) -> libvirt.virDomain:
+        dom = self._find(name)
+        if dom is None:
+            raise NotFound(f"instance {name!r} has no libvirt domain on this member")
+        return dom
+
+    def _owner_of(self, dom: libvirt.virDomain) -> str | None:
+        md = self._metadata(dom)
+        return md.get("owner") if md else None
+
+    @staticmethod
+    def _metadata(dom: libvirt.virDomain) -> dict[str, str] | None:
+        try:
+            text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, 0)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN_METADATA, libvirt.VIR_ERR_NO_DOMAIN):
+                return None
+            raise
+        el = ET.fromstring(text)
+        return {child.tag.rpartition("}")[2]: child.text or "" for child in el}
+
+    def _status(self, dom: libvirt.virDomain, md: dict[str, str] | None = None) -> DomainStatus:
+        state, max_kib, cur_kib, vcpus, cpu_ns = dom.info()
+        md = md if md is not None else (self._metadata(dom) or {})
+        return DomainStatus(
+            name=dom.name(), uuid=dom.UUIDString(), instance=md.get("name", ""),
+            project=md.get("project", ""), state=_STATES.get(state, PowerState.ERROR), vcpus=vcpus,
+            memory_kib=cur_kib, max_memory_kib=max_kib, cpu_time_ns=cpu_ns,
+            virt_type=ET.fromstring(dom.XMLDesc(0)).get("type", ""),
+        )
+
+    def _redefine(self, dom: libvirt.virDomain, edit: Callable[[ET.Element], None]) -> None:
+        """Rewrite the persistent definition: applies at the next start, on any driver."""
+        root = ET.fromstring(dom.XMLDesc(_INACTIVE))
+        edit(root)
+        self._conn.defineXML(ET.tostring(root, encoding="unicode"))
+
+    # -- definition ------------------------------------------------------------------------
+    async def define(self, spec: DomainSpec, *, may_exist: bool = True) -> ParsedDomain:
+        validate.check_spec(spec)
+        xml = dx.build_domain_xml(spec, self.owner, self.virt_type)
+        return await self._run(f"define instance {spec.instance!r}", self._define_sync, spec, xml, may_exist)
+
+    def _define_sync(self, spec: DomainSpec, xml: str, may_exist: bool) -> ParsedDomain:
+        try:
+            existing = self._conn.lookupByName(spec.name)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            existing = None
+        if existing is not None:
+            if self._owner_of(existing) != self.owner:
+                raise AlreadyExists(f"a libvirt domain named {spec.name!r} exists and is not ours")
+            if not may_exist:
+                raise AlreadyExists(f"instance {spec.instance!r} is already defined")
+            if existing.UUIDString() != spec.uuid:
+                raise AlreadyExists(f"instance {spec.instance!r} is already defined with another UUID "
+                                    f"({existing.UUIDString()})")
+        else:
+            try:
+                other = self._conn.lookupByUUIDString(spec.uuid)
+                raise AlreadyExists(f"UUID {spec.uuid} is already used by domain {other.name()!r}")
+            except libvirt.libvirtError as e:
+                if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
+        dom = self._conn.defineXML(xml)
+        return dx.parse_domain_xml(dom.XMLDesc(_INACTIVE))
+
+    async def undefine(self, name: str, *, if_exists: bool = True, force: bool = False) -> bool:
+        return await self._run(f"delete instance {name!r}", self._undefine_sync, name, if_exists, force)
+
+    def _undefine_sync(self, name: str, if_exists: bool, force: bool) -> bool:
+        dom = self._find(name)
+        if dom is None:
+            if if_exists:
+                return False
+            raise NotFound(f"instance {name!r} has no libvirt domain on this member")
+        if dom.isActive():
+            if not force:
+                raise Conflict(f"instance {name!r} is running: stop it first, or force the deletion")
+            dom.destroy()
+        try:
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                              | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                              | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG):
+                raise
+            dom.undefine()  # a driver without those flags (none of that state can exist there)
+        return True
+
+    async def get(self, name: str) -> ParsedDomain:
+        def get_sync() -> ParsedDomain:
+            return dx.parse_domain_xml(self._owned(name).XMLDesc(_INACTIVE))
+
+        return await self._run(f"read instance {name!r}", get_sync)
+
+    async def exists(self, name: str) -> bool:
+        return await self._run(f"look up instance {name!r}", lambda: self._find(name) is not None)
+
+    async def list_owned(self) -> list[DomainStatus]:
+        def list_sync() -> list[DomainStatus]:
+            out = []
+            for dom in self._conn.listAllDomains(0):
+                try:
+                    md = self._metadata(dom)
+                    if md and md.get("owner") == self.owner:
+                        out.append(self._status(dom, md))
+                except libvirt.libvirtError as e:
+                    if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:  # undefined meanwhile
+                        raise
+            return out
+
+        return await self._run("list instances", list_sync)
+
+    # -- power -----------------------------------------------------------------------------
+    async def start(self, name: str) -> None:
+        def start_sync() -> None:
+            dom = self._owned(name)
+            if dom.isActive():
+                raise Conflict(f"instance {name!r} is already running")
+            dom.create()
+
+        await self._run(f"start instance {name!r}", start_sync)
+
+    async def stop(self, name: str, *, force: bool = False, grace: float = 30.0) -> bool:
+        if grace < 0:
+            raise InvalidArgument(f"the shutdown grace period must not be negative, not {grace}")
+
+        def begin() -> str:
+            dom = self._owned(name)
+            if not dom.isActive():
+                return "stopped"
+            if force:
+                dom.destroy()
+                return "destroyed"
+            if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+                dom.resume()  # a frozen guest cannot see the ACPI power button
+            dom.shutdown()
+            return "requested"
+
+        with self._hub.subscribe() as sub:
+            outcome = await self._run(f"stop instance {name!r}", begin)
+            if outcome != "requested":
+                return False
+            if await self._wait_stopped(name, sub, grace):
+                return True
+        await self._run(f"force-stop instance {name!r}", self._destroy_if_active, name)
+        return False
+
+    def _destroy_if_active(self, name: str) -> None:
+        dom = self._find(name)
+        if dom is not None and dom.isActive():
+            try:
+                dom.destroy()
+            except libvirt.libvirtError as e:
+                if e.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:  # it stopped meanwhile
+                    raise
+
+    async def _wait_stopped(self, name: str, sub: Subscription, grace: float) -> bool:
+        deadline = time.monotonic() + grace
+        while True:
+            if not await self._run(f"check instance {name!r}", self._is_active, name):
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            # the STOPPED event wakes us early; the poll covers an event lost to a reconnect
+            try:
+                async with asyncio.timeout(min(left, 0.5)):
+                    async for ev in sub:
+                        if ev.name == name and ev.kind == EventKind.STOPPED:
+                            break
+            except TimeoutError:
+                pass
+
+    def _is_active(self, name: str) -> bool:
+        dom = self._find(name)
+        return bool(dom is not None and dom.isActive())
+
+    def _running(self, name: str, what: str) -> libvirt.virDomain:
+        dom = self._owned(name)
+        if not dom.isActive():
+            raise Conflict(f"instance {name!r} is not running: cannot {what} it")
+        return dom
+
+    async def reboot(self, name: str, *, force: bool = False) -> None:
+        def reboot_sync() -> None:
+            dom = self._running(name, "restart")
+            if force:
+                dom.reset(0)
+            else:
+                dom.reboot(0)
+
+        await self._run(f"restart instance {name!r}", reboot_sync)
+
+    async def freeze(self, name: str) -> None:
+        def freeze_sync() -> None:
+            dom = self._running(name, "freeze")
+            if dom.state()[0] != libvirt.VIR_DOMAIN_PAUSED:
+                dom.suspend()
+
+        await self._run(f"freeze instance {name!r}", freeze_sync)
+
+    async def unfreeze(self, name: str) -> None:
+        def unfreeze_sync() -> None:
+            dom = self._running(name, "unfreeze")
+            if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+                dom.resume()
+
+        await self._run(f"unfreeze instance {name!r}", unfreeze_sync)
+
+    async def state(self, name: str) -> DomainStatus:
+        return await self._run(f"read the state of instance {name!r}",
+                               lambda: self._status(self._owned(name)))
+
+    # -- configuration ---------------------------------------------------------------------
+    async def set_limits(self, name: str, *, vcpus: int | None = None,
+                         memory_mib: int | None = None) -> LimitsChange:
+        if vcpus is not None:
+            validate.check_vcpus(vcpus)
+        if memory_mib is not None:
+            validate.check_memory(memory_mib)
+        return await self._run(f"change the limits of instance {name!r}", self._set_limits_sync, name, vcpus,
+                               memory_mib)
+
+    def _set_limits_sync(self, name: str, vcpus: int | None, memory_mib: int | None) -> LimitsChange:
+        dom = self._owned(name)
+
+        def edit(root: ET.Element) -> None:
+            if vcpus is not None:
+                vcpu = root.find("vcpu")
+                assert vcpu is not None
+                vcpu.text = str(max(vcpus, int(vcpu.text or 0)))  # the maximum only grows
+                vcpu.set("current", str(vcpus))
+            if memory_mib is not None:
+                mem, cur = root.find("memory"), root.find("currentMemory")
+                assert mem is not None
+                max_mib = max(memory_mib, dx._kib(mem) // 1024)
+                mem.text, mem.attrib = str(max_mib), {"unit": "MiB"}
+                if cur is None:
+                    cur = ET.SubElement(root, "currentMemory")
+                cur.text, cur.attrib = str(memory_mib), {"unit": "MiB"}
+
+        self._redefine(dom, edit)
+        if not dom.isActive():
+            return LimitsChange(live=False, next_start=True)
+        live = True
+        try:
+            if vcpus is not None and vcpus != dom.info()[3]:
+                if vcpus > dom.maxVcpus():
+                    live = False
+                else:
+                    dom.setVcpusFlags(vcpus, _LIVE)
+            if memory_mib is not None and memory_mib * 1024 != dom.info()[2]:
+                if memory_mib * 1024 > dom.maxMemory():
+                    live = False
+                else:
+                    dom.setMemoryFlags(memory_mib * 1024, _LIVE)
+        except libvirt.libvirtError:
+            live = False  # e.g. a guest without hot-plug support: the next start applies it
+        return LimitsChange(live=live, next_start=True)
+
+    async def attach_disk(self, name: str, disk: Disk) -> str:
+        validate.check_disk(disk)
+        return await self._run(f"attach a disk to instance {name!r}", self._attach_disk_sync, name, disk)
+
+    @staticmethod
+    def _disks(root: ET.Element) -> dict[str, ET.Element]:
+        out = {}
+        for disk in root.findall("devices/disk"):
+            target = disk.find("target")
+            if target is not None:
+                out[target.get("dev", "")] = disk
+        return out
+
+    @staticmethod
+    def _appender(xml: str) -> Callable[[ET.Element], None]:
+        def append(root: ET.Element) -> None:
+            devices = root.find("devices")
+            assert devices is not None
+            devices.append(ET.fromstring(xml))
+
+        return append
+
+    def _attach_disk_sync(self, name: str, disk: Disk) -> str:
+        dom = self._owned(name)
+        active = bool(dom.isActive())
+        persistent = self._disks(ET.fromstring(dom.XMLDesc(_INACTIVE)))
+        live = self._disks(ET.fromstring(dom.XMLDesc(0))) if active else {}
+        wanted = f"{disk.source.pool}/{disk.source.image}"
+        for target, el in persistent.items():
+            src = el.find("source")
+            if src is not None and src.get("name") == wanted:
+                if not active or target in live:
+                    return target  # already attached: nothing to do
+        used = set(persistent) | set(live)
+        target = disk.target or dx.next_disk_target(used)
+        if disk.target in persistent or disk.target in live:
+            raise Conflict(f"device {disk.target} of instance {name!r} is used by another disk")
+        xml = dx.to_xml(dx.disk_element(disk, target))
+        if active:
+            dom.attachDeviceFlags(xml, _LIVE)
+        try:
+            self._redefine(dom, self._appender(xml))
+        except libvirt.libvirtError:
+            if active:
+                dom.detachDeviceFlags(xml, _LIVE)  # undo the live half
+            raise
+        return target
+
+    async def detach_disk(self, name: str, target: str, *, if_exists: bool = True) -> bool:
+        def detach_sync() -> bool:
+            dom = self._owned(name)
+            found = False
+            if dom.isActive():
+                live = self._disks(ET.fromstring(dom.XMLDesc(0))).get(target)
+                if live is not None:
+                    dom.detachDeviceFlags(dx.to_xml(live), _LIVE)
+                    found = True
+            found = self._remove_persistent(dom, lambda root: self._disks(root).get(target)) or found
+            if not found and not if_exists:
+                raise NotFound(f"instance {name!r} has no disk {target}")
+            return found
+
+        return await self._run(f"detach disk {target} from instance {name!r}", detach_sync)
+
+    def _remove_persistent(self, dom: libvirt.virDomain,
+                           pick: Callable[[ET.Element], ET.Element | None]) -> bool:
+        root = ET.fromstring(dom.XMLDesc(_INACTIVE))
+        el = pick(root)
+        if el is None:
+            return False
+        devices = root.find("devices")
+        assert devices is not None
+        devices.remove(el)
+        self._conn.defineXML(ET.tostring(root, encoding="unicode"))
+        return True
+
+    @staticmethod
+    def _nic(root: ET.Element, mac: str) -> ET.Element | None:
+        for iface in root.findall("devices/interface"):
+            m = iface.find("mac")
+            if m is not None and (m.get("address") or "").lower() == mac.lower():
+                return iface
+        return None
+
+    async def attach_nic(self, name: str, nic: Nic) -> None:
+        validate.check_nic(nic)
+
+        def attach_sync() -> None:
+            dom = self._owned(name)
+            active = bool(dom.isActive())
+            in_config = self._nic(ET.fromstring(dom.XMLDesc(_INACTIVE)), nic.mac) is not None
+            in_live = active and self._nic(ET.fromstring(dom.XMLDesc(0)), nic.mac) is not None
+            xml = dx.to_xml(dx.nic_element(nic))
+            if active and not in_live:
+                dom.attachDeviceFlags(xml, _LIVE)
+            if not in_config:
+                try:
+                    self._redefine(dom, self._appender(xml))
+                except libvirt.libvirtError:
+                    if active and not in_live:
+                        dom.detachDeviceFlags(xml, _LIVE)
+                    raise
+
+        await self._run(f"attach a NIC to instance {name!r}", attach_sync)
+
+    async def detach_nic(self, name: str, mac: str, *, if_exists: bool = True) -> bool:
+        def detach_sync() -> bool:
+            dom = self._owned(name)
+            found = False
+            if dom.isActive():
+                live = self._nic(ET.fromstring(dom.XMLDesc(0)), mac)
+                if live is not None:
+                    dom.detachDeviceFlags(dx.to_xml(live), _LIVE)
+                    found = True
+            found = self._remove_persistent(dom, lambda root: self._nic(root, mac)) or found
+            if not found and not if_exists:
+                raise NotFound(f"instance {name!r} has no NIC with MAC {mac}")
+            return found
+
+        return await self._run(f"detach NIC {mac} from instance {name!r}", detach_sync)
+
+    # -- secrets ---------------------------------------------------------------------------
+    async def ensure_ceph_secret(self, uuid: str, user: str, key_base64: str) -> None:
+        uuid = validate.check_uuid("the ceph secret", uuid)
+        try:
+            key = base64.b64decode(key_base64, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidArgument("the ceph key is not valid base64") from None
+        if not key:
+            raise InvalidArgument("the ceph key is empty")
+        xml = ceph_secret_xml(uuid, user)
+
+        def ensure_sync() -> None:
+            secret = self._conn.secretDefineXML(xml, 0)  # defines, or updates the same UUID
+            secret.setValue(key, 0)
+
+        await self._run(f"store the ceph key of client.{user} in libvirt", ensure_sync)
+
+    async def delete_ceph_secret(self, uuid: str, *, if_exists: bool = True) -> bool:
+        uuid = validate.check_uuid("the ceph secret", uuid)
+
+        def delete_sync() -> bool:
+            try:
+                secret = self._conn.secretLookupByUUIDString(uuid)
+            except libvirt.libvirtError as e:
+                if e.get_error_code() == libvirt.VIR_ERR_NO_SECRET and if_exists:
+                    return False
+                raise
+            secret.undefine()
+            return True
+
+        return await self._run(f"delete libvirt secret {uuid}", delete_sync)
+
+    # -- observation -----------------------------------------------------------------------
+    def subscribe(self) -> Subscription:
+        return self._hub.subscribe()
+
+    async def open_console(self, name: str) -> ConsoleStream:
+        dom = await self._run(f"open the console of instance {name!r}", self._running, name, "attach to")
+        return await LibvirtConsole.open(self._lt, self._conn, dom, name)
+
+    async def read_console_log(self, name: str, max_bytes: int = 1 << 20) -> bytes:
+        parsed = await self.get(name)
+        if parsed.console_log is None:
+            return b""
+        return await asyncio.to_thread(tail, parsed.console_log, max_bytes)

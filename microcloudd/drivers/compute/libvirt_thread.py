@@ -1,0 +1,95 @@
+"""The one thread that talks to libvirt, bridged into asyncio.
+
+libvirt-python is not safe to drive from several threads together with an event loop
+implementation (libvirtaio + worker threads loses events and trips RuntimeErrors), so every
+libvirt call of this process runs on a single dedicated thread. That thread runs libvirt's
+default event implementation (`virEventRunDefaultImpl`); calls are queued and the thread is
+woken through a pipe registered as a libvirt event handle, so event callbacks and calls
+share the thread. Results come back as futures, events via `call_soon_threadsafe`.
+
+The event implementation is process-global and can be registered only once, so the thread
+is a process-wide singleton (`LibvirtThread.get()`) shared by every driver instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
+
+import libvirt
+
+T = TypeVar("T")
+
+# libvirt's default error handler prints every error to stderr; we raise them instead.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
+class LibvirtThread:
+    _instance: ClassVar[LibvirtThread | None] = None
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def get(cls) -> LibvirtThread:
+        with cls._lock:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = (
+            queue.SimpleQueue())
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        libvirt.virEventRegisterDefaultImpl()
+        libvirt.virEventAddHandle(self._wake_r, libvirt.VIR_EVENT_HANDLE_READABLE, self._on_wake, None)
+        self._thread = threading.Thread(target=self._run, name="libvirt", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            libvirt.virEventRunDefaultImpl()
+
+    def _on_wake(self, _watch: int, fd: int, _events: int, _opaque: object) -> None:
+        try:
+            os.read(fd, 4096)
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                fn, fut = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn())
+            except BaseException as e:  # delivered to the awaiting coroutine
+                fut.set_exception(e)
+
+    def in_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def submit(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        if self.in_thread():  # already on the libvirt thread (from a callback): run inline
+            try:
+                fut.set_result(fn())
+            except BaseException as e:
+                fut.set_exception(e)
+            return fut
+        self._jobs.put((fn, fut))
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups already: the thread will drain the queue
+        return fut
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` on the libvirt thread without blocking the event loop."""
+        return await asyncio.wrap_future(self.submit(lambda: fn(*args)))
