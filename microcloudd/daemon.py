@@ -23,13 +23,15 @@ from microcloudd.api import endpoints
 from microcloudd.api.declare import Op
 from microcloudd.api.errors import MicrocloudError
 from microcloudd.api.server import Status
+from microcloudd.events import EventBus, EventLogHandler
 from microcloudd.notify import notify
+from microcloudd.operations import OperationManager
 from microcloudd.rest import envelope, openapi
 from microcloudd.rest.access import GROUP
 from microcloudd.rest.app import HandlerError, build_app
-from microcloudd.rest.events import EventBus, EventLogHandler
+from microcloudd.rest.handlers import AREAS
 from microcloudd.rest.handlers.server import ServerHandlers
-from microcloudd.rest.operations import OperationManager
+from microcloudd.services.cloud import Cloud
 from microcloudd.statelock import StateLock
 
 log = logging.getLogger("microcloudd")
@@ -61,12 +63,13 @@ class Daemon:
         self._log_handler: logging.Handler | None = None
         self.events = EventBus(location=self.server_name)
         self.operations = OperationManager(self.events, location=self.server_name)
+        self.cloud = Cloud(state_dir, self.server_name, self.events, self.operations)
 
     def handler_objects(self) -> list[object]:
         doc = envelope.encode(openapi.build(endpoints.ALL, __version__))
         self._server = ServerHandlers(hostinfo.server_info(self.server_name), self.status, doc,
                                       self.operations, self.events)
-        return [self._server, *self._extra_handlers]
+        return [self._server, *(make(self.cloud) for make in AREAS), *self._extra_handlers]
 
     async def status(self) -> Status:
         return Status(

@@ -13,7 +13,7 @@ from typing import Any
 
 from microcloudd.api.errors import Conflict, MicrocloudError, NotFound
 from microcloudd.api.server import Operation
-from microcloudd.rest.events import EventBus, now
+from microcloudd.events import EventBus, now
 
 log = logging.getLogger(__name__)
 

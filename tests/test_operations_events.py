@@ -22,7 +22,7 @@ from microcloudd.api.errors import InvalidArgument
 from microcloudd.api.server import Operation
 from microcloudd.daemon import Daemon
 from microcloudd.rest.app import Context
-from microcloudd.rest.operations import OperationContext, OperationManager
+from microcloudd.operations import OperationContext, OperationManager
 
 CLI = str(Path(sys.executable).parent / "microcloud")
 

@@ -19,9 +19,9 @@ from microcloudd.api.server import (
     Status,
     WaitQuery,
 )
+from microcloudd.events import EVENT_TYPES, EventBus
+from microcloudd.operations import OperationManager
 from microcloudd.rest.app import Context
-from microcloudd.rest.events import EVENT_TYPES, EventBus
-from microcloudd.rest.operations import OperationManager
 
 
 class ServerHandlers:
