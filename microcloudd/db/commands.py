@@ -90,6 +90,8 @@ class Insert(Command):
         t = table_of(type(rec))
         existing = ctx.row(t.name, rec.row_key())
         if existing is not None:
+            if (t.name, rec.row_key()) in ctx.inserted:
+                raise AlreadyExists(f"{describe(type(rec), rec.row_key())} is inserted twice")
             if self.landed(existing) or self.may_exist:
                 return
             raise AlreadyExists(f"{describe(type(rec), rec.row_key())} already exists")

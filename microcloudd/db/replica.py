@@ -124,11 +124,12 @@ class ReplicaIdl(connection.OvsdbIdl):
                 changes.append(RowChange(name, old, None))
                 continue
             new = codec.to_record(row)
-            if old is not None and old.row_key() != new.row_key():
-                gone.append((name, old.row_key(), row.uuid))
             by_uuid[row.uuid] = new
             by_key[new.row_key()] = row.uuid
             changes.append(RowChange(name, old, new))
+            if old is not None and old.row_key() != new.row_key():
+                gone.append((name, old.row_key(), row.uuid))
+                changes += self._rekey_children(name, row.uuid)
         # Keys of deleted rows are dropped last, so children deleted in the same update still
         # resolved their parent's key above.
         for name, key, u in gone:
@@ -137,3 +138,22 @@ class ReplicaIdl(connection.OvsdbIdl):
         if changes:
             self.flushes += 1
             self._deliver(Batch(changes))
+
+    def _rekey_children(self, parent: str, parent_uuid: uuid.UUID) -> list[RowChange]:
+        """Rows referencing a renamed row hold its key: convert them again."""
+        out: list[RowChange] = []
+        for rec_cls in ALL_RECORDS:
+            for field, ref_table in rec_cls.__refs__.items():
+                name = rec_cls.__table__
+                if ref_table != parent or name not in self.codecs:
+                    continue
+                col = self.codecs[name].table.column(field).name
+                for u, row in self.tables[name].rows.items():
+                    if any(a.value == parent_uuid for a in row._data[col].values):
+                        old = self.by_uuid[name][u]
+                        new = self.codecs[name].to_record(row)
+                        self.by_uuid[name][u] = new
+                        del self.uuid_by_key[name][old.row_key()]
+                        self.uuid_by_key[name][new.row_key()] = u
+                        out.append(RowChange(name, old, new))
+        return out
