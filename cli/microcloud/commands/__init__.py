@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import click
 
-from microcloud.commands import operations, server
+from microcloud.commands import images, instances, networks, operations, server, storage
 
-COMMANDS: list[click.Command] = [*server.COMMANDS, *operations.COMMANDS]
+COMMANDS: list[click.Command] = [
+    *server.COMMANDS, *operations.COMMANDS, *images.COMMANDS, *storage.COMMANDS, *networks.COMMANDS,
+    *instances.COMMANDS,
+]
