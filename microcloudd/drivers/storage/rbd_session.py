@@ -1,0 +1,114 @@
+"""A connected Ceph client plus the helpers every RBD operation module shares.
+
+Everything here blocks: the RBD driver calls these functions from its own thread pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import rados
+import rbd
+
+from microcloudd.api.errors import Cancelled, Internal, NotFound
+from microcloudd.drivers.storage import naming
+from microcloudd.drivers.storage.rbd_errors import translated
+
+# Progress as the worker threads see it: (bytes done, bytes total); must be thread-safe.
+SyncProgress = Callable[[int, int], None]
+
+
+def no_progress(done: int, total: int) -> None:
+    pass
+
+
+@dataclass
+class Session:
+    cluster: rados.Rados
+    conf_path: Path
+    keyring_path: Path
+    user: str
+    owner: str
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def mon(self, cmd: dict[str, Any], what: str, inbuf: bytes = b"") -> Any:
+        """A mon command's JSON answer (or None when it prints nothing)."""
+        with translated(what):
+            ret, out, err = self.cluster.mon_command(json.dumps({**cmd, "format": "json"}), inbuf, timeout=30)
+        if ret != 0:
+            raise _mon_error(ret, err, what)
+        return json.loads(out) if out.strip() else None
+
+    @contextlib.contextmanager
+    def ioctx(self, pool: str) -> Iterator[rados.Ioctx]:
+        with translated(f"Storage pool {pool!r}"):
+            io = self.cluster.open_ioctx(pool)
+        try:
+            yield io
+        finally:
+            io.close()
+
+    def check_cancelled(self) -> None:
+        if self.cancel.is_set():
+            raise Cancelled("The operation was cancelled")
+
+
+def _mon_error(ret: int, err: str, what: str) -> Exception:
+    from microcloudd.drivers.storage.rbd_errors import to_error
+
+    exc = OSError(-ret, err or "mon command failed")
+    error = to_error(exc, what)
+    if isinstance(error, Internal):
+        error.message = f"{what}: Ceph refused the request ({err.strip() or ret})"
+    return error
+
+
+@contextlib.contextmanager
+def open_image(io: rados.Ioctx, name: str, what: str, *, read_only: bool = False,
+               snapshot: str | None = None) -> Iterator[rbd.Image]:
+    with translated(what):
+        image = rbd.Image(io, name, snapshot=snapshot, read_only=read_only)
+    try:
+        yield image
+    finally:
+        image.close()
+
+
+def exists(io: rados.Ioctx, name: str) -> bool:
+    try:
+        rbd.Image(io, name, read_only=True).close()
+    except rbd.ImageNotFound:
+        return False
+    return True
+
+
+def tags(image: rbd.Image) -> dict[str, str]:
+    """Our metadata keys of an open image, with the "microcloud." prefix removed."""
+    return {k[len(naming.TAG):]: v for k, v in image.metadata_list() if k.startswith(naming.TAG)}
+
+
+def set_tags(image: rbd.Image, values: dict[str, str]) -> None:
+    for key, value in values.items():
+        image.metadata_set(naming.TAG + key, value)
+
+
+def remove_quietly(io: rados.Ioctx, name: str) -> None:
+    """Undo a half-made image (best effort: a leftover is still tagged, the reconciler finds it)."""
+    with contextlib.suppress(rbd.Error):
+        with rbd.Image(io, name) as image:
+            for snap in image.list_snaps():
+                if image.is_protected_snap(snap["name"]):
+                    image.unprotect_snap(snap["name"])
+                image.remove_snap(snap["name"])
+    with contextlib.suppress(rbd.Error):
+        rbd.RBD().remove(io, name)
+
+
+def not_found(what: str) -> NotFound:
+    return NotFound(f"{what} not found")
