@@ -1,0 +1,1 @@
+"""Builds the tiny bootable test image (see scripts/build-test-image.py)."""
