@@ -180,7 +180,8 @@ class StorageDriver(ABC):
     # -- snapshots -------------------------------------------------------------------------
 
     @abstractmethod
-    async def create_snapshot(self, pool: str, name: str, snapshot: str, *, type: VolumeType = VolumeType.CUSTOM,
+    async def create_snapshot(self, pool: str, name: str, snapshot: str, *,
+                              type: VolumeType = VolumeType.CUSTOM,
                               may_exist: bool = False) -> SnapshotInfo: ...
 
     @abstractmethod

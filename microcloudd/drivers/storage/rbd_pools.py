@@ -78,17 +78,22 @@ def set_quota(s: Session, name: str, max_bytes: int, max_objects: int) -> None:
 def pool_info(s: Session, name: str) -> PoolInfo:
     if not s.cluster.pool_exists(name):
         raise NotFound(f"{_what(name)} not found")
-    df = s.mon({"prefix": "df", "detail": "detail"}, _what(name))
-    stats = next((p for p in df["pools"] if p["name"] == name), None)
-    if stats is None:
+    # The osdmap (not `get-quota`, which waits for the mgr's stats) has size and quotas.
+    osdmap = s.mon({"prefix": "osd dump"}, _what(name))
+    pool = next((p for p in osdmap["pools"] if p["pool_name"] == name), None)
+    if pool is None:
         raise NotFound(f"{_what(name)} not found")
-    st = stats["stats"]
-    size = s.mon({"prefix": "osd pool get", "pool": name, "var": "size"}, _what(name))["size"]
-    used = int(st.get("stored", st.get("bytes_used", 0)))
+    size = pool["size"]
+    # Usage comes from the mgr's digest, which learns about a new pool a second or so late.
+    df = s.mon({"prefix": "df", "detail": "detail"}, _what(name))
+    stats = next((p["stats"] for p in df["pools"] if p["name"] == name), None)
+    if stats is not None:
+        used, avail = int(stats.get("stored", 0)), int(stats.get("max_avail", 0))
+    else:
+        used, avail = 0, int(df["stats"]["total_avail_bytes"]) // max(1, int(size))
     return PoolInfo(
-        name=name, driver="ceph", replicas=int(size), used_bytes=used,
-        total_bytes=used + int(st.get("max_avail", 0)),
-        quota_bytes=int(st.get("quota_bytes", 0)), quota_objects=int(st.get("quota_objects", 0)),
+        name=name, driver="ceph", replicas=int(size), used_bytes=used, total_bytes=used + avail,
+        quota_bytes=int(pool.get("quota_max_bytes", 0)), quota_objects=int(pool.get("quota_max_objects", 0)),
         owner=pool_owner(s, name),
     )
 

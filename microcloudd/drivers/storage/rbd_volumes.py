@@ -40,6 +40,12 @@ def _check_size(size: int, what: str) -> int:
     return size
 
 
+def open_elsewhere(image: rbd.Image) -> bool:
+    """Whether another client (a QEMU) has the image open; `image` must be opened
+    read-write by us, which makes us one of its watchers."""
+    return len(list(image.watchers_list())) > 1
+
+
 def _used_bytes(image: rbd.Image, size: int) -> int:
     used = 0
 
@@ -181,7 +187,7 @@ def delete_volume(s: Session, pool: str, name: str, vtype: VolumeType, if_exists
             if attached:
                 raise InUse(f"{what} is attached to instance(s) {', '.join(attached)}; detach it first",
                             instances=attached)
-            if list(image.watchers_list()):
+            if open_elsewhere(image):
                 raise InUse(f"{what} is open by a running instance; stop it first")
             for snap in image.list_snaps():
                 if image.is_protected_snap(snap["name"]):
@@ -227,7 +233,7 @@ def restore_snapshot(s: Session, pool: str, name: str, snapshot: str, vtype: Vol
     with s.ioctx(pool) as io, open_image(io, backend, what) as image, translated(what):
         if not image.snap_exists(snapshot):
             raise NotFound(f"Snapshot {snapshot!r} of {what.lower()} not found")
-        if list(image.watchers_list())[1:]:  # ourselves plus someone else
+        if open_elsewhere(image):
             raise Conflict(f"{what} is open by a running instance; stop it before restoring a snapshot")
         image.rollback_to_snap(snapshot)
 
