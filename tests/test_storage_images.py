@@ -43,7 +43,8 @@ async def test_import_raw_and_clone_root_disk(rbd_driver: RBDDriver, rbd_pool: s
     assert disk.parent == f"{rbd_pool}/{info.backend_name}@mc_base"
     assert disk.metadata["owner"] == "test-owner" and disk.metadata["name"] == "web1"
     # idempotent retry, and a clash without may_exist
-    again = await rbd_driver.create_root_disk(rbd_pool, "web1", info.fingerprint, size=64 * MiB, may_exist=True)
+    again = await rbd_driver.create_root_disk(rbd_pool, "web1", info.fingerprint, size=64 * MiB,
+                                              may_exist=True)
     assert again.backend_name == disk.backend_name
     with pytest.raises(AlreadyExists, match="Root disk of instance 'web1'"):
         await rbd_driver.create_root_disk(rbd_pool, "web1", info.fingerprint)
@@ -122,6 +123,7 @@ async def test_import_over_quota_is_refused(rbd_driver: RBDDriver, rbd_pool: str
                                             tmp_path: Path) -> None:
     await rbd_driver.set_pool_quota(rbd_pool, max_bytes=4 * MiB)
     raw = make_raw_disk(tmp_path / "big.img", 16 * MiB, holes=False)
-    with pytest.raises(QuotaExceeded, match=f"storage pool '{rbd_pool}' has only 4 MiB left of its 4 MiB quota"):
+    left = f"storage pool '{rbd_pool}' has only 4 MiB left of its 4 MiB quota"
+    with pytest.raises(QuotaExceeded, match=left):
         await rbd_driver.import_image(rbd_pool, raw)
     assert rbd_names(ceph, rbd_pool) == []
