@@ -170,10 +170,11 @@ async def socket_answers(uri: str, wait: float = 3.0) -> bool:
         return False
 
 
-def libvirtd_spec(state_dir: Path, *, ovs_rundir: Path | None = None, name: str = "libvirtd",
-                  after: tuple[str, ...] = ()) -> ProcessSpec:
+def libvirtd_spec(state_dir: Path, *, ovs_rundir: Path | None = None, netns: str | None = None,
+                  name: str = "libvirtd", after: tuple[str, ...] = ()) -> ProcessSpec:
     """Render the config under `state_dir` and describe the foreground libvirtd process.
-    `ovs_rundir`: the OVS run dir (with db.sock) libvirt's ovs-vsctl must reach."""
+    `ovs_rundir`: the OVS run dir (with db.sock) libvirt's ovs-vsctl must reach.
+    `netns`: the network namespace ovs-vswitchd runs in, where guest TAP devices must be made."""
     paths = render_config(state_dir)
     env = {"LIBVIRT_AUTOSTART": "0"}  # we start guests ourselves, after reconciling
     if ovs_rundir is not None:
@@ -182,10 +183,13 @@ def libvirtd_spec(state_dir: Path, *, ovs_rundir: Path | None = None, name: str 
     async def ready() -> bool:
         return paths.socket.exists() and await socket_answers(paths.uri)
 
+    argv = ["unshare", "-m", "--propagation", "private",
+            "tini", "-s", "--", "sh", "-c", _wrapper_script(paths)]
+    if netns is not None:
+        argv = ["ip", "netns", "exec", netns, *argv]  # exec's in place: the pid stays ours
     return ProcessSpec(
         name=name,
-        argv=["unshare", "-m", "--propagation", "private", "tini", "-s", "--",
-              "sh", "-c", _wrapper_script(paths)],
+        argv=argv,
         env=env,
         cwd=paths.state_dir,
         ready=ready,
