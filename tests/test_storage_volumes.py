@@ -135,7 +135,8 @@ async def test_volume_bad_input(rbd_driver: RBDDriver, rbd_pool: str, ceph: Ceph
         await rbd_driver.create_volume("missing-pool", "v", MiB)
     with pytest.raises(NotFound, match=f"Volume 'ghost' in storage pool '{rbd_pool}' not found"):
         await rbd_driver.volume_info(rbd_pool, "ghost")
-    for call in (rbd_driver.resize_volume(rbd_pool, "ghost", MiB), rbd_driver.delete_volume(rbd_pool, "ghost"),
+    for call in (rbd_driver.resize_volume(rbd_pool, "ghost", MiB),
+                 rbd_driver.delete_volume(rbd_pool, "ghost"),
                  rbd_driver.create_snapshot(rbd_pool, "ghost", "s"),
                  rbd_driver.copy_volume(rbd_pool, "ghost", "ghost2")):
         with pytest.raises(NotFound, match="'ghost'"):
