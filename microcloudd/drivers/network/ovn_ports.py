@@ -1,0 +1,218 @@
+"""Instance ports: logical switch ports named by UUID (libvirt's interfaceid), with a static
+or OVN-allocated address, the network's DHCP options, DNS records and ACL port groups."""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from typing import Any
+
+from microcloudd.api.errors import AlreadyExists, InvalidArgument, NotFound
+from microcloudd.api.names import check_name
+from microcloudd.drivers.network import acl_rules, addressing
+from microcloudd.drivers.network.base import Lease, PortInfo, PortSpec
+from microcloudd.drivers.network.ovn_network import instance_ports, network_row, spec_of
+from microcloudd.drivers.network.ovn_txn import KIND, NAME, NETWORK, OWNER, REVISION, Nb
+
+HOSTNAME = "microcloud:hostname"
+
+
+def check_port_id(port_id: str) -> str:
+    try:
+        return str(uuid.UUID(port_id))
+    except (ValueError, TypeError, AttributeError):
+        raise InvalidArgument(f"port id {port_id!r} is not a UUID") from None
+
+
+def _parse_addresses(row: Any) -> tuple[str, str | None, str | None, bool]:
+    """(mac, ipv4, ipv6, dynamic) from a port's addresses / dynamic_addresses."""
+    words = (row.addresses[0] if row.addresses else "").split()
+    dynamic = "dynamic" in words
+    try:
+        allocated = row.dynamic_addresses
+    except AttributeError:  # inserted in this transaction: northd has not seen it yet
+        allocated = []
+    if dynamic and allocated:
+        words = allocated[0].split()
+    mac, v4, v6 = (words[0] if words else ""), None, None
+    for w in words[1:]:
+        try:
+            ip = ipaddress.ip_address(w)
+        except ValueError:
+            continue
+        if ip.version == 4 and v4 is None:
+            v4 = str(ip)
+        elif ip.version == 6 and v6 is None:
+            v6 = str(ip)
+    return mac, v4, v6, dynamic
+
+
+def port_row(nb: Nb, port_id: str) -> Any:
+    row = nb.find("Logical_Switch_Port", name=check_port_id(port_id))
+    if row is None or row.external_ids.get(KIND) != "port" or row.external_ids.get(OWNER) != nb.owner:
+        raise NotFound(f"port {port_id} not found")
+    return row
+
+
+def _acl_groups(nb: Nb) -> dict[str, Any]:
+    return {pg.external_ids[NAME]: pg for pg in nb.owned("Port_Group", "acl")}
+
+
+def port_acls(nb: Nb, row: Any) -> tuple[str, ...]:
+    return tuple(sorted(name for name, pg in _acl_groups(nb).items() if row in pg.ports))
+
+
+def port_info(nb: Nb, row: Any) -> PortInfo:
+    mac, v4, v6, dynamic = _parse_addresses(row)
+    ids = row.external_ids
+    return PortInfo(
+        id=row.name, name=ids.get(NAME, ""), network=ids.get(NETWORK, ""), mac=mac, ipv4=v4, ipv6=v6,
+        dynamic=dynamic, hostname=ids.get(HOSTNAME) or None, acls=port_acls(nb, row),
+        up=bool(row.up[0]) if row.up else None, revision=int(ids.get(REVISION, "1")),
+    )
+
+
+def _default_group(nb: Nb, prefix: str) -> Any:
+    name = acl_rules.default_group_name(prefix)
+    pg = nb.find("Port_Group", name=name)
+    if pg is not None:
+        return pg
+    acls = [nb.insert("ACL", direction=a.direction, priority=a.priority, match=a.match, action=a.action,
+                      external_ids=nb.tags("acl-default")) for a in acl_rules.default_acls(prefix)]
+    return nb.insert("Port_Group", name=name, acls=acls, external_ids=nb.tags("acl-default"))
+
+
+def apply_acls(nb: Nb, prefix: str, row: Any, acls: tuple[str, ...]) -> None:
+    groups = _acl_groups(nb)
+    missing = [a for a in acls if a not in groups]
+    if missing:
+        raise NotFound(f"network ACL {missing[0]!r} not found")
+    for name, pg in groups.items():
+        if name in acls and row not in pg.ports:
+            pg.addvalue("ports", row)
+        elif name not in acls and row in pg.ports:
+            pg.delvalue("ports", row)
+    default = _default_group(nb, prefix)
+    if acls:
+        default.addvalue("ports", row)
+    elif row in (default.ports or []):
+        default.delvalue("ports", row)
+
+
+def check_port(nb: Nb, spec: PortSpec) -> PortSpec:
+    """Validate against the network and its other ports; fill in id and MAC."""
+    if not spec.name or len(spec.name) > 255:
+        raise InvalidArgument("a port needs a name of 1 to 255 characters")
+    ls = network_row(nb, spec.network)
+    net = spec_of(ls)
+    port_id = check_port_id(spec.id) if spec.id else str(uuid.uuid4())
+    mac = addressing.check_mac(spec.mac) if spec.mac else addressing.random_mac()
+    v4_if = ipaddress.IPv4Interface(net.ipv4_address)
+    ipv4 = addressing.host_address(spec.ipv4, v4_if.network, "IPv4 address") if spec.ipv4 else None
+    if ipv4 == str(v4_if.ip):
+        raise AlreadyExists(f"IPv4 address {ipv4} is the gateway of network {spec.network}")
+    ipv6 = None
+    if spec.ipv6:
+        if not net.ipv6_address:
+            raise InvalidArgument(f"network {spec.network} has no IPv6 subnet for address {spec.ipv6}")
+        ipv6 = addressing.host_address(spec.ipv6, ipaddress.IPv6Interface(net.ipv6_address).network,
+                                       "IPv6 address")
+    if spec.hostname:
+        check_name("hostname", spec.hostname)
+    for other in instance_ports(ls):
+        if other.name == port_id:
+            continue
+        o_mac, o_v4, o_v6, _ = _parse_addresses(other)
+        if o_mac == mac:
+            raise AlreadyExists(f"MAC address {mac} is already used on network {spec.network}")
+        if ipv4 and o_v4 == ipv4:
+            raise AlreadyExists(f"IPv4 address {ipv4} is already used on network {spec.network}")
+        if ipv6 and o_v6 == ipv6:
+            raise AlreadyExists(f"IPv6 address {ipv6} is already used on network {spec.network}")
+        if spec.hostname and other.external_ids.get(HOSTNAME) == spec.hostname:
+            raise AlreadyExists(f"host name {spec.hostname} is already used on network {spec.network}")
+    return PortSpec(network=spec.network, name=spec.name, id=port_id, mac=mac, ipv4=ipv4, ipv6=ipv6,
+                    hostname=spec.hostname, acls=tuple(spec.acls), revision=spec.revision)
+
+
+def create_port(nb: Nb, prefix: str, spec: PortSpec) -> None:
+    """Insert the port of a checked spec (id and MAC set) into its network's switch."""
+    assert spec.id and spec.mac
+    ls = network_row(nb, spec.network)
+    if spec.ipv4:
+        addresses = " ".join(a for a in (spec.mac, spec.ipv4, spec.ipv6) if a)
+        security = [addresses]
+    else:
+        addresses = f"{spec.mac} dynamic"
+        security = [spec.mac]  # the address is not known before northd allocates it
+    dhcp = {ipaddress.ip_network(d.cidr).version: d for d in nb.owned("DHCP_Options", "dhcp",
+                                                                      **{NETWORK: spec.network})}
+    ext = nb.tags("port", spec.revision, **{NETWORK: spec.network, NAME: spec.name})
+    if spec.hostname:
+        ext[HOSTNAME] = spec.hostname
+    row = nb.insert("Logical_Switch_Port", name=spec.id, addresses=[addresses], port_security=security,
+                    external_ids=ext)
+    if 4 in dhcp:
+        row.dhcpv4_options = [dhcp[4]]
+    if 6 in dhcp:
+        row.dhcpv6_options = [dhcp[6]]
+    ls.addvalue("ports", row)
+    if spec.acls:
+        apply_acls(nb, prefix, row, spec.acls)
+    sync_dns(nb, spec.network)  # ls.ports already includes the new port (IDL applies mutations)
+
+
+def delete_port(nb: Nb, row: Any) -> None:
+    network = row.external_ids.get(NETWORK, "")
+    sync_dns(nb, network, without=row.name)  # before the delete: a deleted row cannot be read
+    for ls in nb.owned("Logical_Switch", "network", **{NETWORK: network}):
+        if row in ls.ports:
+            ls.delvalue("ports", row)
+    row.delete()
+
+
+def sync_dns(nb: Nb, network: str, without: str | None = None) -> bool:
+    """Make the network's DNS records match its ports' host names and known addresses
+    (leaving out port `without`, about to be deleted)."""
+    dns = nb.one_owned("DNS", "dns", **{NETWORK: network})
+    ls = nb.one_owned("Logical_Switch", "network", **{NETWORK: network})
+    if dns is None or ls is None:
+        return False
+    domain = spec_of(ls).dns_domain
+    hosts: dict[str, list[str]] = {}
+    for p in instance_ports(ls):
+        host = p.external_ids.get(HOSTNAME)
+        if not host or p.name == without:
+            continue
+        _, v4, v6, _ = _parse_addresses(p)
+        hosts[host] = [a for a in (v4, v6) if a]
+    records = {}
+    for host, ips in hosts.items():
+        if ips:
+            records[host] = " ".join(ips)
+            records[f"{host}.{domain}"] = " ".join(ips)
+    if dict(dns.records) != records:
+        dns.records = records
+        return True
+    return False
+
+
+def leases(nb: Nb, network: str) -> list[Lease]:
+    ls = network_row(nb, network)
+    spec = spec_of(ls)
+    out = []
+    lrp = nb.one_owned("Logical_Router_Port", "router-internal", **{NETWORK: network})
+    if lrp is not None:
+        out.append(Lease(hostname=f"{network}.gw", address=str(ipaddress.IPv4Interface(spec.ipv4_address).ip),
+                         mac=lrp.mac, type="gateway"))
+        if spec.ipv6_address:
+            gw6 = str(ipaddress.IPv6Interface(spec.ipv6_address).ip)
+            out.append(Lease(hostname=f"{network}.gw", address=gw6, mac=lrp.mac, type="gateway"))
+    for p in sorted(instance_ports(ls), key=lambda r: r.name):
+        mac, v4, v6, dynamic = _parse_addresses(p)
+        host = p.external_ids.get(HOSTNAME) or p.external_ids.get(NAME, p.name)
+        for addr in (v4, v6):
+            if addr:
+                out.append(Lease(hostname=host, address=addr, mac=mac,
+                                 type="dynamic" if dynamic else "static", port_id=p.name))
+    return out
