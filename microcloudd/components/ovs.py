@@ -115,7 +115,7 @@ def vswitchd_spec(cfg: ChassisConfig) -> ProcessSpec:
                        after=("ovsdb-server",))
 
 
-def _vsctl(cfg: ChassisConfig, *args: str, timeout: float = 10.0) -> str:
+def vsctl(cfg: ChassisConfig, *args: str, timeout: float = 10.0) -> str:
     argv = ["ovs-vsctl", f"--db=unix:{cfg.db_sock}", f"--timeout={int(timeout)}", *args]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 2,
@@ -132,7 +132,7 @@ def configure_chassis(cfg: ChassisConfig) -> None:
     Idempotent; needs ovsdb-server running (ovs-vswitchd too, to really create the bridge)."""
     dp = datapath_type(cfg)
     mappings = ",".join(f"{net}:{br}" for net, br in sorted(cfg.bridge_mappings.items()))
-    _vsctl(
+    vsctl(
         cfg, "--", "init",
         "--", "--may-exist", "add-br", cfg.bridge,
         "--", "set", "Bridge", cfg.bridge, f"datapath_type={dp}", "fail-mode=secure",
@@ -150,18 +150,24 @@ def configure_chassis(cfg: ChassisConfig) -> None:
 
 def add_bridge(cfg: ChassisConfig, bridge: str) -> None:
     """A further bridge on the same datapath (the provider bridge of a physical uplink)."""
-    _vsctl(cfg, "--may-exist", "add-br", bridge, "--", "set", "Bridge", bridge,
+    vsctl(cfg, "--may-exist", "add-br", bridge, "--", "set", "Bridge", bridge,
            f"datapath_type={datapath_type(cfg)}")
+
+
+def set_bridge_mappings(cfg: ChassisConfig, mappings: Mapping[str, str]) -> None:
+    """Physical network name -> provider bridge; ovn-controller picks the change up live."""
+    value = ",".join(f"{net}:{br}" for net, br in sorted(mappings.items()))
+    vsctl(cfg, "set", "Open_vSwitch", ".", f'external_ids:ovn-bridge-mappings="{value}"')
 
 
 def remove_bridges(cfg: ChassisConfig) -> None:
     """Delete every bridge while ovs-vswitchd still runs, so it removes its TAP devices."""
-    out = _vsctl(cfg, "list-br").split()
+    out = vsctl(cfg, "list-br").split()
     if out:
         args: list[str] = []
         for br in out:
             args += ["--", "--if-exists", "del-br", br]
-        _vsctl(cfg, *args)
+        vsctl(cfg, *args)
 
 
 async def _chassis_registered(cfg: ChassisConfig) -> bool:

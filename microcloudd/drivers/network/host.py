@@ -1,0 +1,260 @@
+"""The host side of networking, with pyroute2: the uplink, and namespace "ports".
+
+Uplink, one of:
+- PhysicalUplink: a given NIC becomes a port of a provider bridge on OVS, mapped to the
+  uplink's physical network name (OVN's localnet port sends traffic out through it);
+- HostNatUplink: for a machine with a single NIC, a veth pair: one end (with the uplink
+  gateway address) stays on the host, the other joins the provider bridge; forwarding on and
+  an nftables masquerade rule so the uplink subnet reaches whatever the host reaches.
+Both can work inside given network namespaces (tests build the "host" as a namespace), and
+the OVS side lives in the namespace of ovs-vswitchd (ChassisConfig.netns).
+
+NamespacePort binds a network namespace to an OVN logical switch port: a veth into the
+namespace, the outer end an OVS port whose external_ids:iface-id is the port's UUID.
+
+Every public operation is async (the blocking netlink/subprocess work runs in a thread) and
+idempotent; errors are microcloudd.api.errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import re
+import subprocess
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute, NetlinkError, NetNS, netns
+
+from microcloudd.api.errors import Internal, InvalidArgument, NotFound, Unavailable
+from microcloudd.components import ovs
+
+_IFNAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,14}$")
+
+
+def _check_ifname(name: str) -> str:
+    if not _IFNAME.match(name):
+        raise InvalidArgument(f"interface name {name!r} must be 1-15 letters, digits, '-', '_' or '.'")
+    return name
+
+
+def _ipr(ns: str | None) -> IPRoute:
+    if ns is None:
+        return IPRoute()
+    if ns not in netns.listnetns():
+        raise NotFound(f"network namespace {ns!r} not found")
+    return NetNS(ns)
+
+
+def _run(argv: list[str], ns: str | None = None, stdin: str | None = None) -> str:
+    full = (["ip", "netns", "exec", ns] if ns else []) + argv
+    try:
+        done = subprocess.run(full, input=stdin, capture_output=True, text=True, timeout=30)
+    except FileNotFoundError as e:
+        raise Unavailable(f"{argv[0]} is not installed") from e
+    if done.returncode != 0:
+        raise Internal(f"{' '.join(argv[:3])} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+async def create_namespace(name: str) -> None:
+    """A network namespace with loopback up (kept if it exists)."""
+    await asyncio.to_thread(ensure_netns, name)
+
+
+async def delete_namespace(name: str) -> None:
+    await asyncio.to_thread(remove_netns, name)
+
+
+# pyroute2's synchronous API runs its own event loop: call these from a thread, never the loop.
+def ensure_netns(name: str) -> None:
+    if name not in netns.listnetns():
+        netns.create(name)
+    with NetNS(name) as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+
+
+def remove_netns(name: str) -> None:
+    if name in netns.listnetns():
+        netns.remove(name)
+
+
+def _delete_link(ns: str | None, ifname: str) -> None:
+    with contextlib.suppress(NotFound), _ipr(ns) as ipr:
+        for idx in ipr.link_lookup(ifname=ifname):
+            with contextlib.suppress(NetlinkError):
+                ipr.link("del", index=idx)
+
+
+def _veth(ns_a: str | None, name_a: str, ns_b: str | None, name_b: str) -> None:
+    """A veth pair name_a (in ns_a) <-> name_b (in ns_b), both up; kept if it exists."""
+    with _ipr(ns_a) as ipr:
+        if ipr.link_lookup(ifname=name_a):
+            return
+        peer: dict[str, object] = {"ifname": name_b}
+        if ns_b != ns_a:
+            peer["net_ns_fd"] = ns_b if ns_b else "/proc/1/ns/net"
+        ipr.link("add", ifname=name_a, kind="veth", peer=peer)
+        ipr.link("set", index=ipr.link_lookup(ifname=name_a)[0], state="up")
+    with _ipr(ns_b) as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname=name_b)[0], state="up")
+
+
+def _tx_checksum_off(ns: str | None, ifname: str) -> None:
+    # The userspace datapath reads veth frames with partial (offloaded) TCP/UDP checksums and
+    # forwards them unfixed: the receiver drops them. ICMP works, TCP does not, unless off.
+    _run(["ethtool", "-K", ifname, "tx", "off"], ns)
+
+
+def _ovs_add_port(cfg: ovs.ChassisConfig, bridge: str, ifname: str, *sets: str) -> None:
+    args = ["--may-exist", "add-port", bridge, ifname]
+    if sets:
+        args += ["--", "set", "Interface", ifname, *sets]
+    ovs.vsctl(cfg, *args)
+
+
+# ------------------------------------------------------------------ namespace ports
+
+@dataclass(frozen=True)
+class NamespacePort:
+    netns: str  # the namespace playing the instance
+    ifname: str  # its NIC inside that namespace
+    outer_ifname: str  # the veth end on br-int (in ovs-vswitchd's namespace)
+    port_id: str  # the OVN logical switch port (UUID)
+    mac: str
+
+
+async def bind_namespace_port(chassis: ovs.ChassisConfig, port_id: str, mac: str, ns: str,
+                              ifname: str = "eth0", outer_ifname: str | None = None) -> NamespacePort:
+    """Plug namespace `ns` (created if missing) into the chassis' integration bridge as OVN
+    port `port_id` with MAC `mac`. The caller configures addresses (or runs a DHCP client)."""
+    outer = _check_ifname(outer_ifname or f"mcp{port_id.replace('-', '')[:10]}")
+    _check_ifname(ifname)
+
+    def bind() -> NamespacePort:
+        ensure_netns(ns)
+        _veth(chassis.netns, outer, ns, ifname)
+        with NetNS(ns) as ipr:
+            idx = ipr.link_lookup(ifname=ifname)[0]
+            ipr.link("set", index=idx, state="down")
+            ipr.link("set", index=idx, address=mac)
+            ipr.link("set", index=idx, state="up")
+        _tx_checksum_off(ns, ifname)
+        _ovs_add_port(chassis, chassis.bridge, outer, f"external_ids:iface-id={port_id}",
+                      f"external_ids:attached-mac={mac}")
+        return NamespacePort(ns, ifname, outer, port_id, mac)
+
+    return await asyncio.to_thread(bind)
+
+
+async def unbind_namespace_port(
+    chassis: ovs.ChassisConfig, port: NamespacePort, remove_ns: bool = True
+) -> None:
+    def unbind() -> None:
+        with contextlib.suppress(Internal, Unavailable):
+            ovs.vsctl(chassis, "--if-exists", "del-port", chassis.bridge, port.outer_ifname)
+        _delete_link(chassis.netns, port.outer_ifname)
+        if remove_ns:
+            remove_netns(port.netns)
+
+    await asyncio.to_thread(unbind)
+
+
+# ------------------------------------------------------------------ uplinks
+
+@dataclass(frozen=True)
+class PhysicalUplink:
+    """A NIC given at init, moved into a provider bridge mapped to `physical_network`."""
+
+    interface: str
+    physical_network: str = "uplink"
+    bridge: str = "br-uplink"
+
+    async def apply(self, chassis: ovs.ChassisConfig) -> None:
+        _check_ifname(self.interface)
+
+        def apply() -> None:
+            with _ipr(chassis.netns) as ipr:
+                if not ipr.link_lookup(ifname=self.interface):
+                    raise NotFound(f"uplink interface {self.interface!r} not found")
+            ovs.add_bridge(chassis, self.bridge)
+            _ovs_add_port(chassis, self.bridge, self.interface)
+            ovs.set_bridge_mappings(chassis, {**chassis.bridge_mappings, self.physical_network: self.bridge})
+
+        await asyncio.to_thread(apply)
+
+    async def remove(self, chassis: ovs.ChassisConfig) -> None:
+        await asyncio.to_thread(ovs.vsctl, chassis, "--if-exists", "del-br", self.bridge)
+
+
+@dataclass(frozen=True)
+class HostNatUplink:
+    """The uplink of a single-NIC machine: a veth whose host end holds `gateway` (the uplink
+    gateway, e.g. "192.0.2.1/24"), the other end on the provider bridge, plus masquerade."""
+
+    gateway: str
+    physical_network: str = "uplink"
+    bridge: str = "br-uplink"
+    name: str = "mcuplink"  # host end; the OVS end is name + "-o"
+    netns: str | None = None  # the "host" namespace (None: the current one)
+
+    @property
+    def ovs_end(self) -> str:
+        return f"{self.name}-o"
+
+    @property
+    def nft_table(self) -> str:
+        return "microcloud_" + re.sub(r"[^a-zA-Z0-9_]", "_", self.name)
+
+    def _check(self) -> ipaddress.IPv4Interface:
+        _check_ifname(self.name)
+        _check_ifname(self.ovs_end)
+        try:
+            gw = ipaddress.IPv4Interface(self.gateway)
+        except ValueError:
+            raise InvalidArgument(f"uplink gateway {self.gateway!r} is not an IPv4 address/prefix") from None
+        if gw.network.prefixlen >= 31 or gw.ip == gw.network.network_address:
+            raise InvalidArgument(f"uplink gateway {self.gateway!r} needs a subnet with room for routers")
+        return gw
+
+    async def apply(self, chassis: ovs.ChassisConfig) -> None:
+        gw = self._check()
+
+        def apply() -> None:
+            _veth(self.netns, self.name, chassis.netns, self.ovs_end)
+            with _ipr(self.netns) as ipr:
+                idx = ipr.link_lookup(ifname=self.name)[0]
+                have = {(a.get("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=2)}
+                if (str(gw.ip), gw.network.prefixlen) not in have:
+                    ipr.addr("add", index=idx, address=str(gw.ip), prefixlen=gw.network.prefixlen)
+            _tx_checksum_off(self.netns, self.name)
+            _tx_checksum_off(chassis.netns, self.ovs_end)
+            ovs.add_bridge(chassis, self.bridge)
+            _ovs_add_port(chassis, self.bridge, self.ovs_end)
+            ovs.set_bridge_mappings(chassis, {**chassis.bridge_mappings, self.physical_network: self.bridge})
+            _run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], self.netns)
+            # Replace the table atomically: re-applying never duplicates the rule.
+            rules = (
+                f"table ip {self.nft_table} {{}}\n"
+                f"delete table ip {self.nft_table}\n"
+                f"table ip {self.nft_table} {{\n"
+                "  chain postrouting {\n"
+                "    type nat hook postrouting priority srcnat; policy accept;\n"
+                f'    ip saddr {gw.network} oifname != "{self.name}" masquerade\n'
+                "  }\n"
+                "}\n"
+            )
+            _run(["nft", "-f", "-"], self.netns, stdin=rules)
+
+        await asyncio.to_thread(apply)
+
+    async def remove(self, chassis: ovs.ChassisConfig) -> None:
+        def remove() -> None:
+            with contextlib.suppress(Internal, Unavailable):
+                ovs.vsctl(chassis, "--if-exists", "del-port", self.bridge, self.ovs_end)
+            _delete_link(self.netns, self.name)
+            with contextlib.suppress(Internal):
+                _run(["nft", "delete", "table", "ip", self.nft_table], self.netns)
+
+        await asyncio.to_thread(remove)
