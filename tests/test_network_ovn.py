@@ -364,3 +364,21 @@ async def test_reconcile_repairs_drift_and_removes_orphans(
     assert not (await network_driver.reconcile(desired)).changed
     assert rows(ovn_central, "Logical_Switch", name=f"foreign-{name}")
     ovn_central.nbctl("ls-del", f"foreign-{name}")
+
+
+async def test_create_ports_batch_is_all_or_nothing(
+    network_driver: OvnNetworkDriver, ovn_central: Any
+) -> None:
+    name = net_name()
+    await network_driver.create_network(NetworkSpec(name=name, ipv4_address="10.65.0.1/24"))
+    before = snapshot(ovn_central)
+    batch = [PortSpec(network=name, name=f"p{i}", ipv4=f"10.65.0.{i + 10}") for i in range(20)]
+    with pytest.raises(AlreadyExists, match=r"10\.65\.0\.15"):
+        await network_driver.create_ports([*batch, PortSpec(network=name, name="dup", ipv4="10.65.0.15")])
+    assert snapshot(ovn_central) == before
+    made = await network_driver.create_ports([*batch, PortSpec(network=name, name="dyn", hostname="dyn")])
+    assert [p.ipv4 for p in made[:20]] == [f"10.65.0.{i + 10}" for i in range(20)]
+    assert len(await network_driver.list_ports(name)) == 21
+    same = PortSpec(network=name, name="p0", id=made[0].id)
+    again = await network_driver.create_ports([same], may_exist=True)
+    assert again[0].id == made[0].id

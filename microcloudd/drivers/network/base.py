@@ -10,6 +10,7 @@ errors from microcloudd.api.errors are raised.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -171,6 +172,10 @@ class NetworkDriver(abc.ABC):
 
     @abc.abstractmethod
     async def create_port(self, spec: PortSpec, *, may_exist: bool = False) -> PortInfo: ...
+
+    @abc.abstractmethod
+    async def create_ports(self, specs: Sequence[PortSpec], *, may_exist: bool = False) -> list[PortInfo]:
+        """Many ports at once, all or none."""
 
     @abc.abstractmethod
     async def get_port(self, port_id: str) -> PortInfo: ...

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from ovsdbapp import exceptions as ovsdbapp_exc
@@ -193,6 +194,37 @@ class OvnNetworkDriver(NetworkDriver):
         if info.ipv4 is None and done.hostname:
             info = await self._wait_dynamic(done.id)
         return info
+
+    async def create_ports(self, specs: Sequence[PortSpec], *, may_exist: bool = False) -> list[PortInfo]:
+        """Many ports in one transaction (all or none). DNS records of dynamic addresses
+        follow at the next reconcile (this does not wait for northd)."""
+        prefix = self.names.prefix
+
+        def change(nb: Nb) -> list[str]:
+            indexes: dict[str, ovn_ports.PortIndex] = {}
+            ids, touched = [], set()
+            for spec in specs:
+                if spec.id and may_exist:
+                    existing = nb.find("Logical_Switch_Port", name=ovn_ports.check_port_id(spec.id))
+                    if existing is not None and existing.external_ids.get(NETWORK) == spec.network:
+                        ids.append(existing.name)
+                        continue
+                if spec.network not in indexes:
+                    indexes[spec.network] = ovn_ports.PortIndex.of(ovn_network.network_row(nb, spec.network))
+                checked = ovn_ports.check_port(nb, spec, indexes[spec.network])
+                ovn_ports.create_port(nb, prefix, checked, dns=False)
+                ids.append(str(checked.id))
+                touched.add(spec.network)
+            for network in touched:
+                ovn_ports.sync_dns(nb, network)
+            return ids
+
+        ids = await self._change(change)
+
+        def read(nb: Nb) -> list[PortInfo]:
+            return [ovn_ports.port_info(nb, ovn_ports.port_row(nb, i)) for i in ids]
+
+        return await self._read(read)
 
     async def _wait_dynamic(self, port_id: str) -> PortInfo:
         """northd fills dynamic_addresses shortly after the port appears; then the DNS record

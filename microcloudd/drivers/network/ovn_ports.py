@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from microcloudd.api.errors import AlreadyExists, InvalidArgument, NotFound
@@ -99,13 +100,43 @@ def apply_acls(nb: Nb, prefix: str, row: Any, acls: tuple[str, ...]) -> None:
         default.delvalue("ports", row)
 
 
-def check_port(nb: Nb, spec: PortSpec) -> PortSpec:
-    """Validate against the network and its other ports; fill in id and MAC."""
+@dataclass
+class PortIndex:
+    """What the ports of one network already hold, so a batch checks in linear time."""
+
+    ids: set[str] = field(default_factory=set)
+    macs: set[str] = field(default_factory=set)
+    v4: set[str] = field(default_factory=set)
+    v6: set[str] = field(default_factory=set)
+    hostnames: set[str] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, ls: Any) -> PortIndex:
+        index = cls()
+        for row in instance_ports(ls):
+            mac, v4, v6, _ = _parse_addresses(row)
+            index.add(row.name, mac, v4, v6, row.external_ids.get(HOSTNAME))
+        return index
+
+    def add(self, port_id: str, mac: str, v4: str | None, v6: str | None, hostname: str | None) -> None:
+        self.ids.add(port_id)
+        self.macs.add(mac)
+        for bucket, value in ((self.v4, v4), (self.v6, v6), (self.hostnames, hostname)):
+            if value:
+                bucket.add(value)
+
+
+def check_port(nb: Nb, spec: PortSpec, index: PortIndex | None = None) -> PortSpec:
+    """Validate against the network and its other ports; fill in id and MAC. With `index`
+    (a batch), the checked port is added to it."""
     if not spec.name or len(spec.name) > 255:
         raise InvalidArgument("a port needs a name of 1 to 255 characters")
     ls = network_row(nb, spec.network)
     net = spec_of(ls)
+    taken = index if index is not None else PortIndex.of(ls)
     port_id = check_port_id(spec.id) if spec.id else str(uuid.uuid4())
+    if port_id in taken.ids:
+        raise AlreadyExists(f"port {port_id} already exists")
     mac = addressing.check_mac(spec.mac) if spec.mac else addressing.random_mac()
     v4_if = ipaddress.IPv4Interface(net.ipv4_address)
     ipv4 = addressing.host_address(spec.ipv4, v4_if.network, "IPv4 address") if spec.ipv4 else None
@@ -119,24 +150,20 @@ def check_port(nb: Nb, spec: PortSpec) -> PortSpec:
                                        "IPv6 address")
     if spec.hostname:
         check_name("hostname", spec.hostname)
-    for other in instance_ports(ls):
-        if other.name == port_id:
-            continue
-        o_mac, o_v4, o_v6, _ = _parse_addresses(other)
-        if o_mac == mac:
-            raise AlreadyExists(f"MAC address {mac} is already used on network {spec.network}")
-        if ipv4 and o_v4 == ipv4:
-            raise AlreadyExists(f"IPv4 address {ipv4} is already used on network {spec.network}")
-        if ipv6 and o_v6 == ipv6:
-            raise AlreadyExists(f"IPv6 address {ipv6} is already used on network {spec.network}")
-        if spec.hostname and other.external_ids.get(HOSTNAME) == spec.hostname:
-            raise AlreadyExists(f"host name {spec.hostname} is already used on network {spec.network}")
+    checks = (("MAC address", mac, taken.macs), ("IPv4 address", ipv4, taken.v4),
+              ("IPv6 address", ipv6, taken.v6), ("host name", spec.hostname, taken.hostnames))
+    for what, value, bucket in checks:
+        if value and value in bucket:
+            raise AlreadyExists(f"{what} {value} is already used on network {spec.network}")
+    if index is not None:
+        index.add(port_id, mac, ipv4, ipv6, spec.hostname)
     return PortSpec(network=spec.network, name=spec.name, id=port_id, mac=mac, ipv4=ipv4, ipv6=ipv6,
                     hostname=spec.hostname, acls=tuple(spec.acls), revision=spec.revision)
 
 
-def create_port(nb: Nb, prefix: str, spec: PortSpec) -> None:
-    """Insert the port of a checked spec (id and MAC set) into its network's switch."""
+def create_port(nb: Nb, prefix: str, spec: PortSpec, dns: bool = True) -> None:
+    """Insert the port of a checked spec (id and MAC set) into its network's switch.
+    A batch passes dns=False and calls sync_dns once per network at the end."""
     assert spec.id and spec.mac
     ls = network_row(nb, spec.network)
     if spec.ipv4:
@@ -159,7 +186,8 @@ def create_port(nb: Nb, prefix: str, spec: PortSpec) -> None:
     ls.addvalue("ports", row)
     if spec.acls:
         apply_acls(nb, prefix, row, spec.acls)
-    sync_dns(nb, spec.network)  # ls.ports already includes the new port (IDL applies mutations)
+    if dns:
+        sync_dns(nb, spec.network)  # ls.ports already includes the new port (IDL applies mutations)
 
 
 def delete_port(nb: Nb, row: Any) -> None:
