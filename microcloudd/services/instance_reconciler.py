@@ -1,0 +1,223 @@
+"""The per-member instance reconciler, and libvirt's events turned into lifecycle events.
+
+    reconciler = await start(cloud)      # runs one pass now, then every `interval` seconds
+    ...
+    await reconciler.stop()
+
+A pass, for the instances this member owns (their row's `location`):
+- a row still "creating" (the daemon died mid-launch) is driven to "created" by re-running the
+  launch steps, or, if that fails, cleanly removed; a row "deleting" is removed;
+- a created row whose domain disappeared (libvirt lost it) gets it re-defined (and started if
+  it should run); a domain found stopped where the row says running means the guest powered
+  off while we were away: the row follows;
+and for everything tagged ours: a domain, a root disk or seed, or an OVN port of an
+instance port with no row (or an id no row knows) is an orphan of a crash and is removed.
+Instances whose lock is held (API work in flight) are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from microcloudd.api.errors import MicrocloudError
+from microcloudd.db.records import Image, Instance, Network
+from microcloudd.drivers.compute.types import EventKind, LifecycleEvent, PowerState
+from microcloudd.drivers.storage.base import VolumeType
+from microcloudd.services import instance_launch as launch
+from microcloudd.services import instance_spec as isp
+from microcloudd.services import instance_view as view
+from microcloudd.services.cloud import Cloud
+from microcloudd.services.instance_locks import locks
+
+log = logging.getLogger(__name__)
+DEFAULT_INTERVAL = 60.0
+
+_LIFECYCLE = {EventKind.STARTED: "instance-started", EventKind.STOPPED: "instance-stopped",
+              EventKind.SUSPENDED: "instance-paused", EventKind.RESUMED: "instance-resumed",
+              EventKind.SHUTDOWN: "instance-shutdown", EventKind.CRASHED: "instance-crashed"}
+
+
+@dataclass
+class Report:
+    finished: list[str] = field(default_factory=list)  # launches driven to "created"
+    removed: list[str] = field(default_factory=list)  # instances removed (deletes finished, launches failed)
+    redefined: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)  # "domain x", "volume pool/x", "port <id>"
+    errors: list[str] = field(default_factory=list)
+
+
+class InstanceReconciler:
+    def __init__(self, cloud: Cloud, interval: float = DEFAULT_INTERVAL) -> None:
+        self.cloud, self.interval = cloud, interval
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pass_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._periodic(), name="instance-reconciler"),
+                       asyncio.create_task(self._watch_events(), name="instance-events")]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks = []
+
+    async def _periodic(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except MicrocloudError as e:
+                log.warning("instance reconciler: %s", e)
+            except Exception:
+                log.exception("instance reconciler pass failed")
+            await asyncio.sleep(self.interval)
+
+    # -- one pass ----------------------------------------------------------------------------
+    async def run_once(self) -> Report:
+        async with self._pass_lock:
+            report = Report()
+            cloud = self.cloud
+            db = cloud.need_db()
+            for rec in sorted(db.all(Instance), key=lambda r: r.name):
+                if rec.location != cloud.server_name or locks(cloud).busy(rec.name):
+                    continue
+                try:
+                    async with locks(cloud).hold(rec.name):
+                        await self._converge(rec.name, report)
+                except MicrocloudError as e:
+                    report.errors.append(f"{rec.name}: {e}")
+                    log.warning("instance %s: %s", rec.name, e)
+            await self._orphans(report)
+            return report
+
+    async def _converge(self, name: str, report: Report) -> None:
+        cloud = self.cloud
+        rec = cloud.need_db().get_or_none(Instance, name)
+        if rec is None:
+            return
+        if rec.stage == launch.DELETING:
+            await launch.remove(cloud, name)
+            report.removed.append(name)
+            cloud.events.lifecycle("instance-deleted", view.url(name))
+        elif rec.stage == launch.CREATING:
+            try:
+                await launch.realise(cloud, rec)
+                report.finished.append(name)
+                cloud.events.lifecycle("instance-created", view.url(name), type="virtual-machine")
+            except MicrocloudError as e:
+                log.warning("instance %s: finishing its launch failed (%s): removing it", name, e)
+                await launch.remove(cloud, name)
+                report.removed.append(name)
+        else:
+            await self._check_domain(rec, report)
+
+    async def _check_domain(self, rec: Instance, report: Report) -> None:
+        cloud, compute = self.cloud, self.cloud.need_compute()
+        if not await compute.exists(rec.name):
+            await launch.ensure_ceph_secret(cloud)
+            await compute.define(isp.domain_spec(cloud, rec), may_exist=True)
+            report.redefined.append(rec.name)
+            if rec.status in ("Running", "Frozen"):
+                await compute.start(rec.name)
+                if rec.status == "Frozen":
+                    await cloud.need_db().update(Instance, rec.name, status="Running")
+            return
+        st = await compute.state(rec.name)
+        if st.state is PowerState.STOPPED and rec.status != "Stopped":
+            await cloud.need_db().update(Instance, rec.name, status="Stopped")
+
+    # -- orphans -----------------------------------------------------------------------------
+    async def _orphans(self, report: Report) -> None:
+        cloud = self.cloud
+        db = cloud.need_db()
+        if cloud.compute is not None:
+            for dom in await cloud.compute.list_owned():
+                name = dom.instance or dom.name
+                if db.get_or_none(Instance, name) is None and not locks(cloud).busy(name):
+                    await self._quietly(report, f"domain {dom.name}",
+                                        cloud.compute.undefine(dom.name, if_exists=True, force=True))
+        if cloud.storage is not None:
+            pools = {isp.default_pool(cloud)} | {i.pool for i in db.all(Image) if i.pool}
+            pools |= {isp.root_pool(cloud, r) for r in db.all(Instance)}
+            for pool in sorted(pools):
+                try:
+                    vols = await cloud.storage.list_volumes(pool, type=VolumeType.VM)
+                except MicrocloudError:
+                    continue  # a pool not created yet
+                for vol in vols:
+                    owner = vol.name.removesuffix(isp.SEED_SUFFIX)
+                    if db.get_or_none(Instance, owner) is None and not locks(cloud).busy(owner):
+                        await self._quietly(report, f"volume {pool}/{vol.backend_name}",
+                                            cloud.storage.delete_volume(pool, vol.name, type=VolumeType.VM,
+                                                                        if_exists=True))
+        if cloud.network is not None:
+            known = {v for r in db.all(Instance) for k, v in r.config.items()
+                     if k.startswith("volatile.") and k.endswith(".port")}
+            for net in db.all(Network):
+                try:
+                    ports = await cloud.network.list_ports(net.name)
+                except MicrocloudError:
+                    continue
+                for port in ports:
+                    inst = port.name.partition("/")[0]
+                    if "/" in port.name and port.id not in known and not locks(cloud).busy(inst):
+                        await self._quietly(report, f"port {port.id} ({port.name})",
+                                            cloud.network.delete_port(port.id, if_exists=True))
+
+    @staticmethod
+    async def _quietly(report: Report, what: str, aw: object) -> None:
+        try:
+            await aw  # type: ignore[misc]
+            report.orphans.append(what)
+            log.info("instance reconciler removed orphan %s", what)
+        except MicrocloudError as e:
+            report.errors.append(f"{what}: {e}")
+
+    # -- libvirt events ----------------------------------------------------------------------
+    async def _watch_events(self) -> None:
+        compute = self.cloud.compute
+        if compute is None:
+            return
+        sub = compute.subscribe()
+        try:
+            async for ev in sub:
+                try:
+                    await self.on_event(ev)
+                except MicrocloudError as e:
+                    log.warning("handling libvirt event %s of %s: %s", ev.kind, ev.name, e)
+        finally:
+            sub.close()
+
+    async def on_event(self, ev: LifecycleEvent) -> None:
+        cloud = self.cloud
+        if cloud.db is None:
+            return
+        rec = cloud.db.get_or_none(Instance, ev.name)
+        if rec is None or rec.location != cloud.server_name or rec.uuid != ev.uuid:
+            return  # not one of ours (another owner's domain on a shared libvirt)
+        action = _LIFECYCLE.get(ev.kind)
+        if action:
+            cloud.events.lifecycle(action, view.url(rec.name))
+        # The guest powered itself off (no action of ours in flight): the row follows.
+        if ev.kind == EventKind.STOPPED and rec.status != "Stopped" and not locks(cloud).busy(rec.name) \
+                and rec.stage == launch.CREATED:
+            await cloud.db.update(Instance, rec.name, status="Stopped")
+
+
+async def start(cloud: Cloud, interval: float = DEFAULT_INTERVAL) -> InstanceReconciler:
+    """Start this member's instance reconciler (the daemon calls this once its drivers are in)."""
+    r = InstanceReconciler(cloud, interval)
+    await r.start()
+    return r
+
+
+async def stop(reconciler: InstanceReconciler) -> None:
+    await reconciler.stop()
+
+
+

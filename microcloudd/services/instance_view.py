@@ -1,0 +1,135 @@
+"""Instances as the API shows them, built from the database replica (no backend call) and, for
+state, one libvirt listing and one OVN port listing per network, whatever the count."""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+from microcloudd.api import instances as api
+from microcloudd.api.errors import MicrocloudError
+from microcloudd.db.records import Instance, InstanceSnapshot
+from microcloudd.drivers.compute.types import DomainStatus, PowerState
+from microcloudd.drivers.network.base import PortInfo
+from microcloudd.services import instance_config as ic
+from microcloudd.services import instance_launch as launch
+from microcloudd.services import instance_spec as isp
+from microcloudd.services.cloud import Cloud
+
+STATUS_CODES = {"Running": 103, "Stopped": 102, "Frozen": 110, "Error": 112, "Pending": 105,
+                "Stopping": 107, "Starting": 106}
+_POWER = {PowerState.RUNNING: "Running", PowerState.STOPPED: "Stopped", PowerState.FROZEN: "Frozen",
+          PowerState.STOPPING: "Stopping", PowerState.ERROR: "Error"}
+ARCH = platform.machine()
+
+
+def url(name: str) -> str:
+    return f"/1.0/instances/{name}"
+
+
+def recorded_status(rec: Instance) -> str:
+    """What the database says, kept current by our actions and libvirt's events."""
+    if rec.stage == launch.CREATING:
+        return "Pending"
+    if rec.stage == launch.DELETING:
+        return "Stopping"
+    return rec.status if rec.status in STATUS_CODES else "Error"
+
+
+def user_config(rec: Instance) -> dict[str, str]:
+    return dict(rec.config)
+
+
+def instance(rec: Instance, status: str | None = None, cls: type[api.Instance] = api.Instance,
+             **extra: Any) -> Any:
+    status = status or recorded_status(rec)
+    return cls(
+        name=rec.name, type=rec.type, status=status, status_code=STATUS_CODES[status], architecture=ARCH,
+        config=rec.config, devices=rec.devices, expanded_config=rec.config, expanded_devices=rec.devices,
+        profiles=list(rec.profiles), description=rec.description, created_at=rec.created_at,
+        location=rec.location or "none", **extra,
+    )
+
+
+def snapshot(s: InstanceSnapshot) -> api.InstanceSnapshot:
+    return api.InstanceSnapshot(name=s.name, created_at=s.created_at, config=s.config, devices=s.devices,
+                                expanded_config=s.config, expanded_devices=s.devices, description=s.description,
+                                stateful=s.stateful, architecture=ARCH)
+
+
+def state(rec: Instance, dom: DomainStatus | None, ports: dict[str, PortInfo], virt: str) -> api.InstanceState:
+    status = _POWER[dom.state] if dom is not None and rec.stage == launch.CREATED else recorded_status(rec)
+    net: dict[str, api.NetworkState] = {}
+    for dev in ic.nic_devices(rec.devices):
+        port = ports.get(rec.config.get(f"volatile.{dev}.port", ""))
+        addrs = []
+        if port is not None and port.ipv4:
+            addrs.append(api.NetworkAddress(family="inet", address=port.ipv4, netmask=""))
+        if port is not None and port.ipv6:
+            addrs.append(api.NetworkAddress(family="inet6", address=port.ipv6, netmask=""))
+        net[dev] = api.NetworkState(addresses=addrs, hwaddr=isp.mac(rec, dev),
+                                    state="up" if status == "Running" else "down")
+    mem = api.MemoryState()
+    cpu = api.CpuState()
+    if dom is not None and status in ("Running", "Frozen"):
+        mem = api.MemoryState(usage=dom.memory_kib * 1024, total=dom.max_memory_kib * 1024)
+        cpu = api.CpuState(usage=dom.cpu_time_ns)
+    return api.InstanceState(status=status, status_code=STATUS_CODES[status], cpu=cpu, memory=mem,
+                             network=net or None, virtualization=dom.virt_type if dom else virt)
+
+
+async def domains(cloud: Cloud) -> dict[str, DomainStatus]:
+    """Every domain of ours on this member, by instance name: one libvirt call."""
+    if cloud.compute is None:
+        return {}
+    return {d.instance or d.name: d for d in await cloud.compute.list_owned()}
+
+
+async def ports(cloud: Cloud, recs: list[Instance]) -> dict[str, PortInfo]:
+    """The OVN ports of these instances, by port id: one NB read per network in use."""
+    if cloud.network is None:
+        return {}
+    networks = {d["network"] for r in recs for d in ic.nic_devices(r.devices).values()}
+    out: dict[str, PortInfo] = {}
+    for net in sorted(networks):
+        try:
+            out.update({p.id: p for p in await cloud.network.list_ports(net)})
+        except MicrocloudError:
+            continue  # a network that vanished shows no addresses rather than failing the listing
+    return out
+
+
+async def full(cloud: Cloud, recs: list[Instance]) -> list[api.InstanceFull]:
+    doms = await domains(cloud)
+    port_map = await ports(cloud, recs)
+    virt = cloud.compute.virt_type if cloud.compute is not None else ""
+    db = cloud.need_db()
+    out = []
+    for rec in recs:
+        st = state(rec, doms.get(rec.name), port_map, virt)
+        snaps = [snapshot(s) for s in db.find(InstanceSnapshot, instance=rec.name)]
+        out.append(instance(rec, st.status, api.InstanceFull, state=st, snapshots=snaps, backups=[]))
+    return out
+
+
+def matches(rec: Instance, flt: str) -> bool:
+    """LXD's `filter=`: `key eq value` terms joined by `and` (name, status, type, location,
+    config keys), or a bare name prefix."""
+    flt = flt.strip()
+    if not flt:
+        return True
+    terms = [t.strip() for t in flt.split(" and ")]
+    for term in terms:
+        parts = term.split()
+        if len(parts) == 1:
+            if not rec.name.startswith(parts[0]):
+                return False
+            continue
+        if len(parts) != 3 or parts[1] not in ("eq", "ne"):
+            return False
+        key, op, value = parts
+        actual = {"name": rec.name, "status": recorded_status(rec), "type": rec.type,
+                  "location": rec.location}.get(key, rec.config.get(key.removeprefix("config.")))
+        if (str(actual).lower() == value.lower()) != (op == "eq"):
+            return False
+    return True

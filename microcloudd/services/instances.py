@@ -1,0 +1,192 @@
+"""Instances: create, read, update, delete. Requests are validated here, up front (a bad one
+fails with a 4xx and creates nothing), the wanted state is written to the database, then an
+operation realises it (instance_launch). Power actions: instance_power; snapshots:
+instance_snapshots; the reconciler: instance_reconciler."""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from typing import Any
+
+from microcloudd.api import instances as api
+from microcloudd.api.errors import AlreadyExists, Conflict, InUse, InvalidArgument, NotFound
+from microcloudd.api.names import check_name
+from microcloudd.api.server import Operation
+from microcloudd.db.records import Image, ImageAlias, Instance, Network
+from microcloudd.drivers.compute.types import PowerState
+from microcloudd.drivers.storage.base import VolumeType
+from microcloudd.events import now
+from microcloudd.operations import OperationContext
+from microcloudd.services import instance_config as ic
+from microcloudd.services import instance_launch as launch
+from microcloudd.services import instance_spec as isp
+from microcloudd.services import instance_view as view
+from microcloudd.services.cloud import Cloud
+from microcloudd.services.instance_locks import locks
+
+
+def resolve_image(cloud: Cloud, source: api.InstanceSource) -> Image:
+    """The image a source names: alias, else fingerprint (or a unique prefix of one)."""
+    db = cloud.need_db()
+    if source.type not in ("image", ""):
+        raise InvalidArgument(f"Unsupported instance source type {source.type!r} (only \"image\")")
+    if source.server:
+        raise InvalidArgument("Remote image servers are not supported: import the image first")
+    if source.alias:
+        alias = db.get_or_none(ImageAlias, source.alias)
+        if alias is None:
+            raise NotFound(f"Image alias {source.alias!r} not found")
+        return db.get(Image, alias.image)
+    ref = source.fingerprint.lower()
+    if not ref:
+        raise InvalidArgument("The source needs an image alias or fingerprint")
+    found = db.find(Image, where=lambda i: i.fingerprint.startswith(ref))
+    if not found:
+        raise NotFound(f"Image {source.fingerprint!r} not found")
+    if len(found) > 1:
+        raise InvalidArgument(f"Image fingerprint prefix {source.fingerprint!r} is ambiguous")
+    return found[0]
+
+
+def check_instance_name(name: str) -> str:
+    check_name("instance", name)
+    if len(name) > isp.MAX_NAME or name.endswith(isp.SEED_SUFFIX):
+        raise InvalidArgument(f"Invalid instance name {name!r}: at most {isp.MAX_NAME} characters, "
+                              f"not ending in {isp.SEED_SUFFIX!r} (reserved for cloud-init seeds)")
+    return name
+
+
+async def _check_references(cloud: Cloud, devices: dict[str, dict[str, str]], name: str) -> None:
+    db = cloud.need_db()
+    for dev_name, dev in ic.nic_devices(devices).items():
+        if db.get_or_none(Network, dev["network"]) is None:
+            raise NotFound(f"Network {dev['network']!r} (device {dev_name!r}) not found")
+    storage = cloud.need_storage()
+    for dev_name, dev in ic.volume_devices(devices).items():
+        check_name("volume", dev["source"])
+        info = await storage.volume_info(dev.get("pool") or isp.default_pool(cloud), dev["source"],
+                                         type=VolumeType.CUSTOM)
+        others = [i for i in info.attached_to if i != name]
+        if others:
+            raise InUse(f"Volume {dev['source']!r} (device {dev_name!r}) is attached to {', '.join(others)}")
+
+
+def _fill_volatile(config: dict[str, str], devices: dict[str, dict[str, str]]) -> dict[str, str]:
+    """Choose MACs and OVN port ids of new NICs now, so every retry makes the same objects."""
+    out = dict(config)
+    for dev_name, dev in ic.nic_devices(devices).items():
+        out.setdefault(f"volatile.{dev_name}.hwaddr", (dev.get("hwaddr") or isp.new_mac()).lower())
+        out.setdefault(f"volatile.{dev_name}.port", str(uuidlib.uuid4()))
+    for key in [k for k in out if k.startswith("volatile.") and k.count(".") == 2]:
+        dev_name = key.split(".")[1]
+        if key.endswith((".hwaddr", ".port")) and dev_name not in devices:
+            del out[key]  # a removed NIC's ids
+    return out
+
+
+async def prepare(cloud: Cloud, body: api.InstancesPost) -> Instance:
+    """Validate a create request and build its row; raises before anything exists."""
+    db = cloud.need_db()
+    name = check_instance_name(body.name)
+    if body.type not in ("virtual-machine", ""):
+        raise InvalidArgument(f"Instance type {body.type!r} is not supported: microcloud runs virtual machines")
+    if db.get_or_none(Instance, name) is not None:
+        raise AlreadyExists(f"Instance {name!r} already exists", name=name)
+    image = resolve_image(cloud, body.source)
+    ic.check_user_config(body.config)
+    devices = {k: dict(v) for k, v in body.devices.items()}
+    ic.check_devices(devices)
+    if not any(d.get("type") == "disk" and d.get("path") == "/" for d in devices.values()):
+        devices["root"] = {"type": "disk", "path": "/", "pool": image.pool or isp.default_pool(cloud)}
+    _, root = ic.root_device(devices)
+    root.setdefault("pool", image.pool or isp.default_pool(cloud))
+    if image.pool and root["pool"] != image.pool:
+        raise InvalidArgument(f"The root disk must be in pool {image.pool!r}, where image "
+                              f"{image.fingerprint[:12]} is (requested {root['pool']!r})")
+    if root.get("size") and ic.parse_size(root["size"], "root size") < image.size:
+        raise InvalidArgument(f"Root disk size {root['size']} is smaller than the image ({image.size} bytes)")
+    default_net = cloud.settings.get("network.default")
+    if default_net and not ic.nic_devices(devices) and "eth0" not in devices:
+        devices["eth0"] = {"type": "nic", "network": default_net, "name": "eth0"}
+    await _check_references(cloud, devices, name)
+    instance_uuid = str(uuidlib.uuid4())
+    config = {
+        **body.config,
+        **{f"image.{k}": v for k, v in image.properties.items()},
+        "volatile.base_image": image.fingerprint,
+        "volatile.uuid": instance_uuid,
+        "volatile.cloud-init.instance-id": str(uuidlib.uuid4()),
+    }
+    config = _fill_volatile(config, devices)
+    return Instance(name=name, uuid=instance_uuid, type="virtual-machine",
+                    status="Running" if body.start else "Stopped", location=cloud.server_name,
+                    image=image.fingerprint, config=config, devices=devices,
+                    profiles=body.profiles if body.profiles is not None else ["default"],
+                    description=body.description, created_at=now(), stage=launch.CREATING)
+
+
+async def create(cloud: Cloud, body: api.InstancesPost) -> Operation:
+    rec = await prepare(cloud, body)
+    # Launches are this member's: the row says so, and the reconciler here finishes a crashed one.
+    rec = await launch.insert_row(cloud, rec)
+    name = rec.name
+
+    async def work(op: OperationContext) -> dict[str, Any] | None:
+        async with locks(cloud).hold(name):
+            op.progress(stage="creating")
+            await launch.launch(cloud, rec)
+        cloud.events.lifecycle("instance-created", view.url(name), type="virtual-machine",
+                               **{"storage-pool": isp.root_pool(cloud, rec)})
+        return None
+
+    return cloud.operations.start("Creating instance", work, resources={"instances": [view.url(name)]},
+                                  may_cancel=False)
+
+
+def get_record(cloud: Cloud, name: str) -> Instance:
+    rec = cloud.need_db().get_or_none(Instance, name)
+    if rec is None:
+        raise NotFound("Instance not found", name=name)
+    return rec
+
+
+async def delete(cloud: Cloud, name: str) -> Operation:
+    rec = get_record(cloud, name)
+    if rec.stage == launch.CREATING:
+        raise Conflict(f"Instance {name!r} is still being created")
+    if rec.location == cloud.server_name and cloud.compute is not None and rec.stage == launch.CREATED:
+        if await cloud.compute.exists(name):
+            st = await cloud.compute.state(name)
+            if st.state is not PowerState.STOPPED:
+                raise Conflict("Instance is running", name=name)
+
+    async def work(op: OperationContext) -> dict[str, Any] | None:
+        async with locks(cloud).hold(name):
+            await launch.remove(cloud, name)
+        cloud.events.lifecycle("instance-deleted", view.url(name))
+        return None
+
+    return cloud.operations.start("Deleting instance", work, resources={"instances": [view.url(name)]},
+                                  may_cancel=False)
+
+
+async def list_instances(cloud: Cloud, recursion: int, flt: str = "") -> list[Any]:
+    db = cloud.need_db()
+    recs = sorted((r for r in db.all(Instance) if view.matches(r, flt)), key=lambda r: r.name)
+    if recursion <= 0:
+        return [view.url(r.name) for r in recs]
+    if recursion == 1:
+        return [view.instance(r) for r in recs]
+    return await view.full(cloud, recs)
+
+
+async def get(cloud: Cloud, name: str, recursion: int) -> Any:
+    rec = get_record(cloud, name)
+    if recursion >= 1:
+        return (await view.full(cloud, [rec]))[0]
+    return view.instance(rec, cls=api.InstanceFull)
+
+
+async def state(cloud: Cloud, name: str) -> api.InstanceState:
+    rec = get_record(cloud, name)
+    return (await view.full(cloud, [rec]))[0].state  # type: ignore[return-value]
