@@ -1,5 +1,8 @@
 """The networks API (LXD 1.0 shape): networks, network ACLs, forwards and leases.
 
+Path parameters are {network} and {acl} rather than LXD's {name}: the CLI client's
+`call(name, **path_params)` takes `name` itself.
+
 PUT replaces the editable fields; PATCH bodies use UNSET for "not given" so only the
 fields a client sends change (LXD merges `config` keys on PATCH the same way).
 """
@@ -12,7 +15,6 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from microcloudd.api.declare import Op, Recursion
-
 
 # ------------------------------------------------------------------ networks
 
@@ -153,9 +155,9 @@ class NetworkForwardPatch(msgspec.Struct, kw_only=True):
     ports: list[NetworkForwardPort] | UnsetType = UNSET
 
 
-_N = "/1.0/networks/{name}"
+_N = "/1.0/networks/{network}"
 _F = _N + "/forwards/{listen_address}"
-_A = "/1.0/network-acls/{name}"
+_A = "/1.0/network-acls/{acl}"
 
 OPS: tuple[Op, ...] = (
     Op("GET", "/1.0/networks", "networks_list", "List networks", result=list[Network | str],

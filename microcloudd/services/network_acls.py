@@ -89,8 +89,9 @@ def get_acl(cloud: Cloud, name: str) -> NetworkACL:
     return to_api(db, record(db, name))
 
 
-async def create_acl(cloud: Cloud, name: str, *, description: str = "", ingress: Sequence[NetworkACLRule] = (),
-                     egress: Sequence[NetworkACLRule] = (), config: Mapping[str, str] | None = None) -> NetworkACL:
+async def create_acl(cloud: Cloud, name: str, *, description: str = "",
+                     ingress: Sequence[NetworkACLRule] = (), egress: Sequence[NetworkACLRule] = (),
+                     config: Mapping[str, str] | None = None) -> NetworkACL:
     db, driver = cloud.need_db(), cloud.need_network()
     rec = check(AclRecord(name=name, description=description, ingress=_dicts(ingress), egress=_dicts(egress),
                           config=dict(config or {})))
@@ -123,7 +124,8 @@ async def replace_acl(cloud: Cloud, name: str, *, description: str, ingress: Seq
 
 
 async def patch_acl(cloud: Cloud, name: str, *, description: str | None = None,
-                    ingress: Sequence[NetworkACLRule] | None = None, egress: Sequence[NetworkACLRule] | None = None,
+                    ingress: Sequence[NetworkACLRule] | None = None,
+                    egress: Sequence[NetworkACLRule] | None = None,
                     config: Mapping[str, str] | None = None) -> NetworkACL:
     old = to_api(cloud.need_db(), record(cloud.need_db(), name))
     merged = dict(old.config)

@@ -53,7 +53,8 @@ def check_keys(network: str, config: Mapping[str, str]) -> None:
                 f"Invalid option for network {network!r}: unknown key {key!r} "
                 f"(known: {', '.join(sorted(KEYS))}, user.*)", key=key)
         if key in ("ipv4.nat", "ipv4.dhcp", "ipv6.dhcp.stateful") and value.strip().lower() not in _BOOL:
-            raise InvalidArgument(f"Invalid value for network {network!r} {key}: {value!r} is not true or false")
+            raise InvalidArgument(f"Invalid value for network {network!r} {key}: {value!r} "
+                                  "is not true or false")
         if key in ("ipv4.nat", "ipv4.dhcp") and not _is_true(value):
             raise InvalidArgument(f"Network {network!r}: {key}=false is not supported: {KEYS[key]}")
 

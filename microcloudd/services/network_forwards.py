@@ -30,13 +30,15 @@ def spec_of(rec: ForwardRecord) -> ForwardSpec:
     ports = tuple(ForwardPort(protocol=p["protocol"], listen_port=p["listen_port"],
                               target_address=p["target_address"], target_port=p.get("target_port", ""))
                   for p in rec.ports)
-    return ForwardSpec(listen_address=rec.listen_address, target_address=rec.config.get("target_address") or None,
+    return ForwardSpec(listen_address=rec.listen_address,
+                       target_address=rec.config.get("target_address") or None,
                        ports=ports, description=rec.description)
 
 
 def to_api(rec: ForwardRecord) -> NetworkForward:
     return NetworkForward(listen_address=rec.listen_address, description=rec.description,
-                          config=dict(rec.config), ports=[msgspec.convert(p, NetworkForwardPort) for p in rec.ports])
+                          config=dict(rec.config),
+                          ports=[msgspec.convert(p, NetworkForwardPort) for p in rec.ports])
 
 
 def _network(db: Database, name: str) -> NetworkRecord:
@@ -94,7 +96,8 @@ def check(db: Database, rec: ForwardRecord) -> ForwardRecord:
             raise AlreadyExists(f"listen address {listen} is already forwarded by network {f.network!r}")
     for key in rec.config:
         if key != "target_address" and not key.startswith("user."):
-            raise InvalidArgument(f"Invalid option for a forward: unknown key {key!r} (target_address, user.*)")
+            raise InvalidArgument(f"Invalid option for a forward: unknown key {key!r} "
+                                  "(target_address, user.*)")
     subnet = ipaddress.IPv4Interface(net.config["ipv4.address"]).network
     target = rec.config.get("target_address", "")
     if target:
@@ -156,7 +159,8 @@ async def replace_forward(cloud: Cloud, network: str, listen_address: str, *, de
                                   config=dict(config), ports=_dicts(ports)))
     key = (network, listen_address)
     async with store.lock(cloud), Reverter() as revert:
-        rec = await db.update(ForwardRecord, key, description=new.description, config=new.config, ports=new.ports)
+        rec = await db.update(ForwardRecord, key, description=new.description, config=new.config,
+                              ports=new.ports)
         revert.add(lambda: db.update(ForwardRecord, key, description=old.description, config=old.config,
                                      ports=old.ports))
         # The driver has no in-place update: remove and recreate, the old one restored on failure.

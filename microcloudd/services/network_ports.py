@@ -91,7 +91,8 @@ async def attach_port(cloud: Cloud, network: str, instance: str, device: str, *,
     return info
 
 
-async def set_port_acls(cloud: Cloud, network: str, instance: str, device: str, acls: Sequence[str]) -> PortInfo:
+async def set_port_acls(cloud: Cloud, network: str, instance: str, device: str,
+                        acls: Sequence[str]) -> PortInfo:
     """Change the ACLs of an attached NIC (its `security.acls`)."""
     db, driver = cloud.need_db(), cloud.need_network()
     pid = store.port_id(network, instance, device)

@@ -55,7 +55,8 @@ async def reconcile_once(cloud: Cloud) -> ReconcileReport | None:
             got = have.get(spec.name)
             if got is None:
                 continue
-            want = spec if spec.uplink_address else dataclasses.replace(spec, uplink_address=got.uplink_address)
+            want = spec if spec.uplink_address else dataclasses.replace(
+                spec, uplink_address=got.uplink_address)
             if got != want:
                 await driver.update_network(want)
                 report.created.append(f"network {spec.name} (settings)")

@@ -155,8 +155,8 @@ async def patch_network(cloud: Cloud, name: str, *, description: str | None = No
             merged.pop(k, None)
         else:
             merged[k] = v
-    return await replace_network(cloud, name, description=old.description if description is None else description,
-                                 config=merged)
+    desc = old.description if description is None else description
+    return await replace_network(cloud, name, description=desc, config=merged)
 
 
 async def delete_network(cloud: Cloud, name: str) -> None:
@@ -244,7 +244,8 @@ async def ensure_default_network(cloud: Cloud, name: str = "default", ipv4: str 
         return await create_network(cloud, name, description=description, config={"ipv4.address": ipv4})
     if rec.status != "Created" or not rec.config.get(netcfg.UPLINK_ADDRESS):
         async with store.lock(cloud):
-            info = await driver.create_network(netcfg.to_spec(name, rec.description, rec.config), may_exist=True)
+            spec = netcfg.to_spec(name, rec.description, rec.config)
+            info = await driver.create_network(spec, may_exist=True)
             config = {**rec.config, netcfg.UPLINK_ADDRESS: info.spec.uplink_address or ""}
             rec = await db.update(NetworkRecord, name, config=config, status="Created")
     return to_api(db, rec)

@@ -16,12 +16,12 @@ from microcloudd.api.networks import (
     NetworkForward,
     NetworkForwardPatch,
     NetworkForwardPut,
-    NetworksPost,
+    NetworkForwardsPost,
     NetworkLease,
     NetworkPatch,
     NetworkPut,
+    NetworksPost,
     NetworkState,
-    NetworkForwardsPost,
 )
 from microcloudd.rest.app import Context
 from microcloudd.services import network_acls, network_forwards, networks
@@ -46,24 +46,24 @@ class NetworksHandlers:
         await networks.create_network(self.cloud, body.name, description=body.description, config=body.config,
                                       type_=body.type)
 
-    async def network_get(self, ctx: Context, name: str) -> Network:
-        return networks.get_network(self.cloud, name)
+    async def network_get(self, ctx: Context, network: str) -> Network:
+        return networks.get_network(self.cloud, network)
 
-    async def network_put(self, ctx: Context, name: str, body: NetworkPut) -> None:
-        await networks.replace_network(self.cloud, name, description=body.description, config=body.config)
+    async def network_put(self, ctx: Context, network: str, body: NetworkPut) -> None:
+        await networks.replace_network(self.cloud, network, description=body.description, config=body.config)
 
-    async def network_patch(self, ctx: Context, name: str, body: NetworkPatch) -> None:
-        await networks.patch_network(self.cloud, name, description=_given(body.description),
+    async def network_patch(self, ctx: Context, network: str, body: NetworkPatch) -> None:
+        await networks.patch_network(self.cloud, network, description=_given(body.description),
                                      config=_given(body.config))
 
-    async def network_delete(self, ctx: Context, name: str) -> None:
-        await networks.delete_network(self.cloud, name)
+    async def network_delete(self, ctx: Context, network: str) -> None:
+        await networks.delete_network(self.cloud, network)
 
-    async def network_leases(self, ctx: Context, name: str) -> list[NetworkLease]:
-        return await networks.leases(self.cloud, name)
+    async def network_leases(self, ctx: Context, network: str) -> list[NetworkLease]:
+        return await networks.leases(self.cloud, network)
 
-    async def network_state(self, ctx: Context, name: str) -> NetworkState:
-        return await networks.state(self.cloud, name)
+    async def network_state(self, ctx: Context, network: str) -> NetworkState:
+        return await networks.state(self.cloud, network)
 
     # ---------------------------------------------------------------- ACLs
 
@@ -72,53 +72,55 @@ class NetworksHandlers:
         return acls if query.recursion else [f"/1.0/network-acls/{a.name}" for a in acls]
 
     async def network_acl_create(self, ctx: Context, body: NetworkACLsPost) -> None:
-        await network_acls.create_acl(self.cloud, body.name, description=body.description, ingress=body.ingress,
-                                      egress=body.egress, config=body.config)
+        await network_acls.create_acl(self.cloud, body.name, description=body.description,
+                                      ingress=body.ingress, egress=body.egress, config=body.config)
 
-    async def network_acl_get(self, ctx: Context, name: str) -> NetworkACL:
-        return network_acls.get_acl(self.cloud, name)
+    async def network_acl_get(self, ctx: Context, acl: str) -> NetworkACL:
+        return network_acls.get_acl(self.cloud, acl)
 
-    async def network_acl_put(self, ctx: Context, name: str, body: NetworkACLPut) -> None:
-        await network_acls.replace_acl(self.cloud, name, description=body.description, ingress=body.ingress,
+    async def network_acl_put(self, ctx: Context, acl: str, body: NetworkACLPut) -> None:
+        await network_acls.replace_acl(self.cloud, acl, description=body.description, ingress=body.ingress,
                                        egress=body.egress, config=body.config)
 
-    async def network_acl_patch(self, ctx: Context, name: str, body: NetworkACLPatch) -> None:
-        await network_acls.patch_acl(self.cloud, name, description=_given(body.description),
+    async def network_acl_patch(self, ctx: Context, acl: str, body: NetworkACLPatch) -> None:
+        await network_acls.patch_acl(self.cloud, acl, description=_given(body.description),
                                      ingress=_given(body.ingress), egress=_given(body.egress),
                                      config=_given(body.config))
 
-    async def network_acl_delete(self, ctx: Context, name: str) -> None:
-        await network_acls.delete_acl(self.cloud, name)
+    async def network_acl_delete(self, ctx: Context, acl: str) -> None:
+        await network_acls.delete_acl(self.cloud, acl)
 
     # ---------------------------------------------------------------- forwards
 
-    async def network_forwards_list(self, ctx: Context, name: str, query: Recursion
+    async def network_forwards_list(self, ctx: Context, network: str, query: Recursion
                                     ) -> list[NetworkForward] | list[str]:
-        fwds = network_forwards.list_forwards(self.cloud, name)
+        fwds = network_forwards.list_forwards(self.cloud, network)
         if query.recursion:
             return fwds
-        return [f"/1.0/networks/{name}/forwards/{f.listen_address}" for f in fwds]
+        return [f"/1.0/networks/{network}/forwards/{f.listen_address}" for f in fwds]
 
-    async def network_forward_create(self, ctx: Context, name: str, body: NetworkForwardsPost) -> None:
-        await network_forwards.create_forward(self.cloud, name, body.listen_address, description=body.description,
-                                              config=body.config, ports=body.ports)
+    async def network_forward_create(self, ctx: Context, network: str, body: NetworkForwardsPost) -> None:
+        await network_forwards.create_forward(self.cloud, network, body.listen_address,
+                                              description=body.description, config=body.config,
+                                              ports=body.ports)
 
-    async def network_forward_get(self, ctx: Context, name: str, listen_address: str) -> NetworkForward:
-        return network_forwards.get_forward(self.cloud, name, listen_address)
+    async def network_forward_get(self, ctx: Context, network: str, listen_address: str) -> NetworkForward:
+        return network_forwards.get_forward(self.cloud, network, listen_address)
 
-    async def network_forward_put(self, ctx: Context, name: str, listen_address: str,
+    async def network_forward_put(self, ctx: Context, network: str, listen_address: str,
                                   body: NetworkForwardPut) -> None:
-        await network_forwards.replace_forward(self.cloud, name, listen_address, description=body.description,
-                                               config=body.config, ports=body.ports)
+        await network_forwards.replace_forward(self.cloud, network, listen_address,
+                                               description=body.description, config=body.config,
+                                               ports=body.ports)
 
-    async def network_forward_patch(self, ctx: Context, name: str, listen_address: str,
+    async def network_forward_patch(self, ctx: Context, network: str, listen_address: str,
                                     body: NetworkForwardPatch) -> None:
-        await network_forwards.patch_forward(self.cloud, name, listen_address,
+        await network_forwards.patch_forward(self.cloud, network, listen_address,
                                              description=_given(body.description), config=_given(body.config),
                                              ports=_given(body.ports))
 
-    async def network_forward_delete(self, ctx: Context, name: str, listen_address: str) -> None:
-        await network_forwards.delete_forward(self.cloud, name, listen_address)
+    async def network_forward_delete(self, ctx: Context, network: str, listen_address: str) -> None:
+        await network_forwards.delete_forward(self.cloud, network, listen_address)
 
 
 def make(cloud: Cloud) -> NetworksHandlers:
