@@ -1,6 +1,19 @@
 """microcloudd's composition root: config → database → drivers → services → REST.
 
 Run as `microcloudd --state-dir DIR`; serves LXD's 1.0 API on DIR/unix.socket.
+
+Start: the Microcloud database (a one-member Raft ovsdb-server under DIR/database, created on
+the first start, reused later) through the Supervisor, then the API socket. If this member is
+initialised (DIR/init/state.json), the whole stack starts in the background in dependency
+order (microcloudd.stack), the drivers are built into the Cloud and the reconcilers start;
+`microcloud status` answers meanwhile.
+
+Stop (SIGTERM): operations, API, reconcilers, drivers, then every component in reverse start
+order, the database last. An uninitialised daemon exits within STOP_BUDGET; with the stack,
+the components' own stop timeouts apply (typically 2-6 s; at worst a Ceph OSD's 30 s flush),
+so the systemd unit allows 90 s. Guest policy: libvirtd's wrapper stops every QEMU when
+libvirtd stops, so guests are powered off with microcloudd; the instance reconciler starts
+the ones whose desired status is Running when microcloudd starts again.
 """
 
 from __future__ import annotations
@@ -12,6 +25,7 @@ import grp
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -22,7 +36,9 @@ from microcloudd import __version__, hostinfo, logsetup
 from microcloudd.api import endpoints
 from microcloudd.api.declare import Op
 from microcloudd.api.errors import MicrocloudError
-from microcloudd.api.server import Status
+from microcloudd.api.server import DatabaseStatus, Status
+from microcloudd.components.supervisor import Supervisor
+from microcloudd.db.service import DEFAULT_RAFT_PORT, DatabaseService
 from microcloudd.events import EventBus, EventLogHandler
 from microcloudd.notify import notify
 from microcloudd.operations import OperationManager
@@ -30,8 +46,10 @@ from microcloudd.rest import envelope, openapi
 from microcloudd.rest.access import GROUP
 from microcloudd.rest.app import HandlerError, build_app
 from microcloudd.rest.handlers import AREAS
+from microcloudd.rest.handlers.init import InitHandlers
 from microcloudd.rest.handlers.server import ServerHandlers
 from microcloudd.services.cloud import Cloud
+from microcloudd.stack import runtime
 from microcloudd.statelock import StateLock
 
 log = logging.getLogger("microcloudd")
@@ -49,7 +67,8 @@ def default_state_dir() -> Path:
 
 class Daemon:
     def __init__(self, state_dir: Path, server_name: str | None = None, *,
-                 extra_ops: tuple[Op, ...] = (), extra_handlers: tuple[object, ...] = ()) -> None:
+                 extra_ops: tuple[Op, ...] = (), extra_handlers: tuple[object, ...] = (),
+                 db_address: str | None = None) -> None:
         self.state_dir = state_dir
         # Extra endpoints beside the declared ones (tests exercise the operation machinery so).
         self.ops = (*endpoints.ALL, *extra_ops)
@@ -63,25 +82,42 @@ class Daemon:
         self._log_handler: logging.Handler | None = None
         self.events = EventBus(location=self.server_name)
         self.operations = OperationManager(self.events, location=self.server_name)
-        self.cloud = Cloud(state_dir, self.server_name, self.events, self.operations)
+        self.supervisor = Supervisor()
+        self.cloud = Cloud(state_dir, self.server_name, self.events, self.operations,
+                           supervisor=self.supervisor)
+        self.database = DatabaseService(state_dir, self.supervisor,
+                                        raft_address=db_address or _raft_address(state_dir))
+        self.runtime = runtime.Runtime(self.cloud, self.supervisor)
 
     def handler_objects(self) -> list[object]:
         doc = envelope.encode(openapi.build(endpoints.ALL, __version__))
         self._server = ServerHandlers(hostinfo.server_info(self.server_name), self.status, doc,
                                       self.operations, self.events)
-        return [self._server, *(make(self.cloud) for make in AREAS), *self._extra_handlers]
+        areas = [make(self.cloud) for make in AREAS]
+        for obj in areas:
+            if isinstance(obj, InitHandlers):
+                obj.init.on_ready = self.runtime.member_ready
+                obj.init.stack_state = lambda: self.runtime.state
+        return [self._server, *areas, *self._extra_handlers]
 
     async def status(self) -> Status:
+        db: DatabaseStatus | None = None
+        if self.supervisor.pid("database") is not None:
+            db = await self.database.status()
+        storage, network = await self.runtime.summaries()
         return Status(
             server_name=self.server_name, version=__version__, pid=os.getpid(),
             uptime=round(time.monotonic() - self.started, 3), state_dir=str(self.state_dir),
-            virtualization=hostinfo.virtualization(),
+            virtualization=hostinfo.virtualization(), database=db, components=self.supervisor.status(),
+            storage=storage, network=network, initialized=self.runtime.initialized(),
         )
 
     async def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
         self._lock.acquire()
         try:
+            await self.database.start()
+            self.cloud.db = await self.database.connect()
             app = build_app(self.ops, self.handler_objects())
             self._log_handler = EventLogHandler(self.events, asyncio.get_running_loop())
             logging.getLogger().addHandler(self._log_handler)
@@ -91,6 +127,7 @@ class Daemon:
                 self.socket_path.unlink()  # stale from a killed daemon; the lock proves it is ours
             await web.UnixSite(self._runner, str(self.socket_path)).start()
             _secure_socket(self.socket_path)
+            self.runtime.start_in_background()
         except BaseException:
             await self.stop()
             raise
@@ -105,11 +142,35 @@ class Daemon:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self.runtime.stop()
+        if self.cloud.db is not None:
+            db, self.cloud.db = self.cloud.db, None
+            await db.close()
+        await self.supervisor.stop_all()  # reverse start order: the database last
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         if self._log_handler is not None:
             logging.getLogger().removeHandler(self._log_handler)
         self._lock.release()
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _raft_address(state_dir: Path) -> str:
+    """Where the database's Raft listens; only used when the database is created (the first
+    start), so it is chosen once: the usual port if free, else one the kernel picks."""
+    if (state_dir / "database" / "microcloud.db").exists() or _port_free(DEFAULT_RAFT_PORT):
+        return f"tcp:127.0.0.1:{DEFAULT_RAFT_PORT}"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp:127.0.0.1:{s.getsockname()[1]}"
 
 
 def _secure_socket(path: Path) -> None:
@@ -121,8 +182,8 @@ def _secure_socket(path: Path) -> None:
     os.chmod(path, 0o660)
 
 
-async def run(state_dir: Path, server_name: str | None = None) -> None:
-    daemon = Daemon(state_dir, server_name)
+async def run(state_dir: Path, server_name: str | None = None, db_address: str | None = None) -> None:
+    daemon = Daemon(state_dir, server_name, db_address=db_address)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -141,13 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, default=None,
                         help="where state lives (default: $MICROCLOUD_DIR, else /var/lib/microcloud)")
     parser.add_argument("--server-name", default=None, help="this member's name (default: the hostname)")
+    parser.add_argument("--db-address", default=None,
+                        help="Raft address of the database when it is created, e.g. tcp:10.0.0.1:6644 "
+                             "(default: tcp:127.0.0.1:6644, or a free port when that is taken)")
     parser.add_argument("--debug", action="store_true", help="log at debug level")
     parser.add_argument("--version", action="version", version=__version__)
     args = parser.parse_args(argv)
     logsetup.setup(args.debug)
     state_dir = (args.state_dir or default_state_dir()).absolute()
     try:
-        asyncio.run(run(state_dir, args.server_name))
+        asyncio.run(run(state_dir, args.server_name, args.db_address))
     except MicrocloudError as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1

@@ -1,0 +1,56 @@
+"""The member's network namespace and its veth link to the host (blocking: call off the loop).
+
+Everything is idempotent: `ensure()` after a reboot (the namespace and veth are gone) or after
+a crash (they are still there) ends in the same state; `remove()` takes it all away.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from microcloudd.api.errors import Internal, Unavailable
+from microcloudd.stack.layout import Layout
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    try:
+        done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20)
+    except FileNotFoundError as e:
+        raise Unavailable("the `ip` command (iproute2) is not installed") from e
+    if check and done.returncode != 0:
+        raise Internal(f"ip {' '.join(args)} failed: {done.stderr.strip()}")
+    return done
+
+
+def _exists(netns: str) -> bool:
+    return Path("/run/netns", netns).exists()
+
+
+def ensure(lay: Layout) -> None:
+    """The namespace with lo up, the veth pair with its /30, a default route to the host."""
+    ns = lay.netns
+    if not _exists(ns):
+        _ip("netns", "add", ns)
+    _ip("-n", ns, "link", "set", "lo", "up")
+    if _ip("link", "show", lay.host_link, check=False).returncode != 0:
+        # A half-made pair (crash between the two steps) has its peer in the namespace.
+        _ip("-n", ns, "link", "del", lay.ns_link, check=False)
+        _ip("link", "add", lay.host_link, "type", "veth", "peer", "name", lay.ns_link, "netns", ns)
+    prefix = lay.link_net.prefixlen
+    _ip("addr", "replace", f"{lay.host_ip}/{prefix}", "dev", lay.host_link)
+    _ip("link", "set", lay.host_link, "up")
+    _ip("-n", ns, "addr", "replace", f"{lay.ns_ip}/{prefix}", "dev", lay.ns_link)
+    _ip("-n", ns, "link", "set", lay.ns_link, "up")
+    _ip("-n", ns, "route", "replace", "default", "via", lay.host_ip)
+
+
+def remove(lay: Layout) -> None:
+    """Delete the veth pair and the namespace (nothing must run in it any more)."""
+    _ip("link", "del", lay.host_link, check=False)
+    if _exists(lay.netns):
+        _ip("netns", "del", lay.netns, check=False)
+
+
+def exec_prefix(lay: Layout) -> list[str]:
+    return ["ip", "netns", "exec", lay.netns]

@@ -1,0 +1,105 @@
+"""The daemon's view of its stack at run time: start it when the member is initialised,
+build the drivers, run the reconcilers, stop it all; summaries for `microcloud status`.
+
+    rt = Runtime(cloud, supervisor)
+    rt.start_in_background()   # at daemon start: only if init/state.json says initialised
+    await rt.member_ready(stack)  # init's last step calls this too
+    await rt.stop()            # reconcilers, drivers (the daemon then stops the Supervisor)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from typing import Any
+
+from microcloudd.api.errors import MicrocloudError
+from microcloudd.components.supervisor import Supervisor
+from microcloudd.init import record
+from microcloudd.services.cloud import Cloud
+from microcloudd.stack import drivers
+from microcloudd.stack.components import LocalStack
+
+log = logging.getLogger(__name__)
+
+
+def _service(name: str) -> Any:
+    """A services module that may not exist in this build yet (areas land in parallel)."""
+    try:
+        return importlib.import_module(f"microcloudd.services.{name}")
+    except ImportError:
+        return None
+
+
+class Runtime:
+    def __init__(self, cloud: Cloud, supervisor: Supervisor) -> None:
+        self.cloud, self.sup = cloud, supervisor
+        self.state = "stopped"  # stopped, starting, running, failed: <why>
+        self._task: asyncio.Task[None] | None = None
+        self._instances: Any = None
+        self._networks: Any = None
+
+    def initialized(self) -> bool:
+        return record.load(self.cloud.state_dir).initialized
+
+    def start_in_background(self) -> None:
+        """Start the stack of an initialised member without holding up the API socket."""
+        rec = record.load(self.cloud.state_dir)
+        if not rec.initialized or rec.plan is None:
+            return
+        stack = LocalStack(self.cloud.state_dir, rec.plan, self.sup)
+        self._task = asyncio.get_running_loop().create_task(self._start(stack), name="stack-start")
+
+    async def _start(self, stack: LocalStack) -> None:
+        self.state = "starting"
+        try:
+            await stack.start()
+            await self.member_ready(stack)
+        except MicrocloudError as e:
+            self.state = f"failed: {e}"
+            log.error("the stack did not start: %s (components keep retrying; see `microcloud status`)", e)
+
+    async def member_ready(self, stack: LocalStack) -> None:
+        """Drivers in, reconcilers running: the member serves its whole API."""
+        rec = record.load(self.cloud.state_dir)
+        await drivers.connect(self.cloud, stack, rec.secret_uuid)
+        inst = _service("instance_reconciler")
+        if inst is not None and self._instances is None:
+            self._instances = await inst.start(self.cloud)
+        net = _service("network_reconciler")
+        if net is not None and self._networks is None:
+            self._networks = net.start_reconciler(self.cloud)
+        self.state = "running"
+        log.info("member %s is ready", stack.plan.member)
+
+    async def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, MicrocloudError):
+                pass
+        for attr in ("_instances", "_networks"):
+            rec = getattr(self, attr)
+            setattr(self, attr, None)
+            if rec is not None:
+                try:
+                    await asyncio.wait_for(rec.stop(), 5)
+                except (TimeoutError, MicrocloudError) as e:
+                    log.warning("stopping a reconciler: %s", e)
+        await drivers.close(self.cloud)
+        self.state = "stopped"
+
+    async def summaries(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        storage: dict[str, Any] = {}
+        network: dict[str, Any] = {}
+        pools, nets = _service("storage_pools"), _service("networks")
+        try:
+            if pools is not None and self.cloud.db is not None:
+                storage = await asyncio.wait_for(pools.summary(self.cloud), 5)
+            if nets is not None:
+                network = dict(nets.summary(self.cloud))
+        except (MicrocloudError, TimeoutError) as e:
+            storage = storage or {"available": False, "message": str(e)}
+        return storage, network
