@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from microcloudd.api import images as api
-from microcloudd.api.errors import AlreadyExists, Internal, InUse, InvalidArgument, NotFound
+from microcloudd.api.errors import (
+    AlreadyExists,
+    Internal,
+    InUse,
+    InvalidArgument,
+    MicrocloudError,
+    NotFound,
+    QuotaExceeded,
+)
 from microcloudd.api.server import Operation
 from microcloudd.db.records import Image, ImageAlias
 from microcloudd.drivers.storage import naming
@@ -147,7 +155,11 @@ async def start_import(cloud: Cloud, staged: Staged, req: ImportRequest) -> Oper
         fp = staged.sha256
         if db.get_or_none(Image, fp) is not None:
             raise AlreadyExists(f"Image {fp[:12]} already exists (same sha256)", fingerprint=fp)
-        disk = await asyncio.to_thread(inspect, staged.path)
+        try:
+            disk = await asyncio.to_thread(inspect, staged.path)
+        except MicrocloudError as e:  # name the user's file, not our staging path
+            name = repr(req.filename) if req.filename else "The upload"
+            raise type(e)(e.message.replace(str(staged.path), name), **e.details) from None
         try:
             await driver.image_info(req.pool, fp)
             raise AlreadyExists(f"Image {fp[:12]} already exists in storage pool {req.pool!r}",
@@ -194,8 +206,6 @@ async def start_import(cloud: Cloud, staged: Staged, req: ImportRequest) -> Oper
 async def _check_room(cloud: Cloud, pool: str, staged: Staged) -> None:
     info = await cloud.need_storage().pool_info(pool)
     if info.quota_bytes:
-        from microcloudd.api.errors import QuotaExceeded
-
         needed = (await asyncio.to_thread(staged.path.stat)).st_blocks * 512
         if info.used_bytes + needed > info.quota_bytes:
             mib = 1 << 20

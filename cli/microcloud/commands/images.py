@@ -33,11 +33,12 @@ def image() -> None:
 @click.pass_obj
 def import_(client: Client, file: Path, alias: str, pool: str, public: bool, props: tuple[str, ...]) -> None:
     """Import FILE (qcow2 or raw, detected from its content) as an image."""
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for p in props:
         if "=" not in p:
             raise click.BadParameter(f"{p!r}: use KEY=VALUE", param_hint="--property")
-        pairs.append(tuple(p.split("=", 1)))
+        k, v = p.split("=", 1)
+        pairs.append((k, v))
     headers = {api.H_FILENAME: quote(file.name), api.H_PUBLIC: "1" if public else "0",
                api.H_PROPERTIES: urlencode(pairs)}
     if pool:
@@ -103,7 +104,7 @@ def alias_create(client: Client, name: str, target: str, description: str) -> No
 @click.pass_obj
 def alias_delete(client: Client, name: str) -> None:
     """Delete an alias (the image stays)."""
-    client.call("image_alias_delete", name=name)
+    client.call("image_alias_delete", alias=name)
     click.echo(f"Alias {name} deleted")
 
 

@@ -18,6 +18,11 @@ from microcloudd.api.errors import MicrocloudError, NotFound, from_wire
 CHUNK = 1 << 20
 
 
+def _quiet() -> bool:
+    """Progress bars only on a terminal: scripts get the result (or one error line) alone."""
+    return not sys.stderr.isatty()
+
+
 def _envelope(resp: Any) -> dict[str, Any]:
     raw = resp.read()
     try:
@@ -58,7 +63,7 @@ def upload(client: Client, url: str, path: Path, headers: dict[str, str], label:
         try:
             conn.endheaders()
             with open(path, "rb") as f, click.progressbar(length=size, label=label, file=sys.stderr,
-                                                          show_eta=False) as bar:
+                                                          show_eta=False, hidden=_quiet()) as bar:
                 while chunk := f.read(CHUNK):
                     conn.send(chunk)
                     bar.update(len(chunk))
@@ -102,7 +107,7 @@ def download(client: Client, url: str, target: Path) -> int:
         total = int(resp.headers.get("Content-Length", "0"))
         done = 0
         with open(tmp, "wb") as f, click.progressbar(length=total or 1, label="Exporting", file=sys.stderr,
-                                                     show_eta=False) as bar:
+                                                     show_eta=False, hidden=_quiet()) as bar:
             while chunk := resp.read(CHUNK):
                 f.write(chunk)
                 done += len(chunk)

@@ -74,17 +74,17 @@ class ImagesHandlers:
     async def image_alias_create(self, ctx: Context, body: api.ImageAliasesPost) -> api.ImageAlias:
         return images.alias_to_api(await images.create_alias(self.cloud, body))
 
-    async def image_alias_get(self, ctx: Context, name: str) -> api.ImageAlias:
-        return images.alias_to_api(images.get_alias(self.cloud, name))
+    async def image_alias_get(self, ctx: Context, alias: str) -> api.ImageAlias:
+        return images.alias_to_api(images.get_alias(self.cloud, alias))
 
-    async def image_alias_put(self, ctx: Context, name: str, body: api.ImageAliasPut) -> api.ImageAlias:
-        return images.alias_to_api(await images.update_alias(self.cloud, name, body, replace=True))
+    async def image_alias_put(self, ctx: Context, alias: str, body: api.ImageAliasPut) -> api.ImageAlias:
+        return images.alias_to_api(await images.update_alias(self.cloud, alias, body, replace=True))
 
-    async def image_alias_patch(self, ctx: Context, name: str, body: api.ImageAliasPut) -> api.ImageAlias:
-        return images.alias_to_api(await images.update_alias(self.cloud, name, body, replace=False))
+    async def image_alias_patch(self, ctx: Context, alias: str, body: api.ImageAliasPut) -> api.ImageAlias:
+        return images.alias_to_api(await images.update_alias(self.cloud, alias, body, replace=False))
 
-    async def image_alias_delete(self, ctx: Context, name: str) -> None:
-        await images.delete_alias(self.cloud, name)
+    async def image_alias_delete(self, ctx: Context, alias: str) -> None:
+        await images.delete_alias(self.cloud, alias)
 
 
 def make(cloud: Cloud) -> ImagesHandlers:
