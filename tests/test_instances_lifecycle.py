@@ -12,10 +12,9 @@ import aiohttp
 import libvirt
 import pytest
 
-from microcloudd.daemon import Daemon
 from microcloudd.db.records import Instance
 from microcloudd.services.cloud import Cloud
-from tests.fixtures.cloud import NETWORK, leftovers
+from tests.fixtures.cloud import NETWORK, ApiServer, leftovers
 
 
 class Api:
@@ -39,7 +38,7 @@ class Api:
 
 
 @pytest.fixture
-async def api(cloud_daemon: Daemon) -> AsyncIterator[Api]:
+async def api(cloud_daemon: ApiServer) -> AsyncIterator[Api]:
     async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(cloud_daemon.socket_path)),
                                      base_url="http://localhost") as s:
         yield Api(s)

@@ -21,7 +21,7 @@ from microcloudd.db.records import Instance, InstanceSnapshot
 from microcloudd.drivers.compute.types import PowerState
 from microcloudd.drivers.storage.base import VolumeType
 from microcloudd.services import instance_config as ic
-from microcloudd.services import instance_seed, instance_spec
+from microcloudd.services import instance_seed, instance_spec, network_ports
 from microcloudd.services.cloud import Cloud
 from microcloudd.services.reverter import Reverter
 
@@ -41,7 +41,8 @@ async def ensure_ceph_secret(cloud: Cloud) -> None:
 async def realise(cloud: Cloud, rec: Instance, revert: Reverter | None = None) -> Instance:
     """Bring every backend object of `rec` into existence; returns the row, stage "created".
     With `revert`, each new object is registered to be removed if a later step fails."""
-    storage, network, compute = cloud.need_storage(), cloud.need_network(), cloud.need_compute()
+    storage, compute = cloud.need_storage(), cloud.need_compute()
+    cloud.need_network()
     db = cloud.need_db()
     pool = instance_spec.root_pool(cloud, rec)
     name = rec.name
@@ -52,10 +53,11 @@ async def realise(cloud: Cloud, rec: Instance, revert: Reverter | None = None) -
         revert.add(lambda: storage.delete_volume(pool, name, type=VolumeType.VM, if_exists=True), "root disk")
     faults.point("launch.root")
 
-    for spec in instance_spec.port_specs(rec):
-        await network.create_port(spec, may_exist=True)
+    for dev_name, dev in ic.nic_devices(rec.devices).items():
+        await network_ports.attach_port(cloud, dev["network"], name, dev_name, mac=instance_spec.mac(rec, dev_name),
+                                        ipv4=dev.get("ipv4.address") or None)
         if revert:
-            revert.add(_undo_port(cloud, spec.id or ""), f"port {spec.name}")
+            revert.add(_undo_port(cloud, dev["network"], name, dev_name), f"port {name}/{dev_name}")
     faults.point("launch.ports")
 
     await instance_seed.write_seed(storage, pool, rec)
@@ -69,7 +71,6 @@ async def realise(cloud: Cloud, rec: Instance, revert: Reverter | None = None) -
         if revert:
             revert.add(_undo_attach(cloud, vpool, vol, name), f"volume {vol}")
 
-    await ensure_ceph_secret(cloud)
     await compute.define(instance_spec.domain_spec(cloud, rec), may_exist=True)
     if revert:
         revert.add(lambda: compute.undefine(name, if_exists=True, force=True), "domain")
@@ -83,9 +84,9 @@ async def realise(cloud: Cloud, rec: Instance, revert: Reverter | None = None) -
     return await db.update(Instance, name, stage=CREATED)
 
 
-def _undo_port(cloud: Cloud, port_id: str) -> Callable[[], Awaitable[object]]:
+def _undo_port(cloud: Cloud, network: str, name: str, device: str) -> Callable[[], Awaitable[object]]:
     async def undo() -> None:
-        await cloud.need_network().delete_port(port_id, if_exists=True)
+        await network_ports.detach_port(cloud, network, name, device)
     return undo
 
 
@@ -101,14 +102,14 @@ async def remove(cloud: Cloud, name: str) -> None:
     rec = db.get_or_none(Instance, name)
     if rec is None:
         return
-    storage, network, compute = cloud.need_storage(), cloud.need_network(), cloud.need_compute()
+    storage, compute = cloud.need_storage(), cloud.need_compute()
     if rec.stage != DELETING:
         rec = await db.update(Instance, name, stage=DELETING)
     faults.point("delete.marked")
     await compute.undefine(name, if_exists=True, force=True)
     faults.point("delete.domain")
-    for spec in instance_spec.port_specs(rec):
-        await network.delete_port(spec.id or "", if_exists=True)
+    for dev_name, dev in ic.nic_devices(rec.devices).items():
+        await network_ports.detach_port(cloud, dev["network"], name, dev_name)
     faults.point("delete.ports")
     pool = instance_spec.root_pool(cloud, rec)
     for dev in ic.volume_devices(rec.devices).values():

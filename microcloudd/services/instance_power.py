@@ -31,7 +31,6 @@ _DESCRIPTIONS = {"start": "Starting instance", "stop": "Stopping instance", "res
 async def ensure_domain(cloud: Cloud, rec: Instance) -> None:
     compute = cloud.need_compute()
     if not await compute.exists(rec.name):
-        await launch.ensure_ceph_secret(cloud)
         await compute.define(isp.domain_spec(cloud, rec), may_exist=True)
 
 

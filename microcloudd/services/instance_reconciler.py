@@ -23,12 +23,13 @@ import logging
 from dataclasses import dataclass, field
 
 from microcloudd.api.errors import MicrocloudError
-from microcloudd.db.records import Image, Instance, Network
+from microcloudd.db.records import Image, Instance
 from microcloudd.drivers.compute.types import EventKind, LifecycleEvent, PowerState
 from microcloudd.drivers.storage.base import VolumeType
 from microcloudd.services import instance_launch as launch
 from microcloudd.services import instance_spec as isp
 from microcloudd.services import instance_view as view
+from microcloudd.services import network_ports, network_store
 from microcloudd.services.cloud import Cloud
 from microcloudd.services.instance_locks import locks
 
@@ -56,6 +57,10 @@ class InstanceReconciler:
         self._pass_lock = asyncio.Lock()
 
     async def start(self) -> None:
+        try:  # the key QEMU opens RBD images with; once per start, it outlives us in libvirt
+            await launch.ensure_ceph_secret(self.cloud)
+        except MicrocloudError as e:
+            log.warning("cannot store the Ceph key in libvirt: %s", e)
         self._tasks = [asyncio.create_task(self._periodic(), name="instance-reconciler"),
                        asyncio.create_task(self._watch_events(), name="instance-events")]
 
@@ -119,7 +124,6 @@ class InstanceReconciler:
     async def _check_domain(self, rec: Instance, report: Report) -> None:
         cloud, compute = self.cloud, self.cloud.need_compute()
         if not await compute.exists(rec.name):
-            await launch.ensure_ceph_secret(cloud)
             await compute.define(isp.domain_spec(cloud, rec), may_exist=True)
             report.redefined.append(rec.name)
             if rec.status in ("Running", "Frozen"):
@@ -156,18 +160,15 @@ class InstanceReconciler:
                                             cloud.storage.delete_volume(pool, vol.name, type=VolumeType.VM,
                                                                         if_exists=True))
         if cloud.network is not None:
-            known = {v for r in db.all(Instance) for k, v in r.config.items()
-                     if k.startswith("volatile.") and k.endswith(".port")}
-            for net in db.all(Network):
-                try:
-                    ports = await cloud.network.list_ports(net.name)
-                except MicrocloudError:
-                    continue
-                for port in ports:
-                    inst = port.name.partition("/")[0]
-                    if "/" in port.name and port.id not in known and not locks(cloud).busy(inst):
-                        await self._quietly(report, f"port {port.id} ({port.name})",
-                                            cloud.network.delete_port(port.id, if_exists=True))
+            # Ports the networks service recorded for an instance that has no row (or no such
+            # NIC any more); OVN ports nobody recorded are the network reconciler's.
+            for port in network_store.ports(db):
+                rec = db.get_or_none(Instance, port.instance)
+                wanted = rec is not None and rec.devices.get(port.device, {}).get("network") == port.network
+                if not wanted and not locks(cloud).busy(port.instance):
+                    await self._quietly(report, f"port {port.id} ({port.instance}/{port.device})",
+                                        network_ports.detach_port(cloud, port.network, port.instance,
+                                                                  port.device))
 
     @staticmethod
     async def _quietly(report: Report, what: str, aw: object) -> None:

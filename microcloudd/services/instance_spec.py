@@ -26,6 +26,7 @@ from microcloudd.drivers.network.base import PortSpec
 from microcloudd.drivers.storage import naming
 from microcloudd.drivers.storage.base import VolumeType
 from microcloudd.services import instance_config as ic
+from microcloudd.services import network_store
 from microcloudd.services.cloud import Cloud
 
 DEFAULT_POOL = "remote"
@@ -56,7 +57,8 @@ def port_name(instance: str, device: str) -> str:
 
 
 def port_id(rec: Instance, device: str) -> str:
-    return rec.config[f"volatile.{device}.port"]
+    """The OVN port of a NIC: derived by the networks service from (network, instance, device)."""
+    return network_store.port_id(rec.devices[device]["network"], rec.name, device)
 
 
 def mac(rec: Instance, device: str) -> str:
@@ -65,7 +67,7 @@ def mac(rec: Instance, device: str) -> str:
 
 def new_mac() -> str:
     b = uuidlib.uuid4().bytes
-    return "00:16:3e:%02x:%02x:%02x" % (b[0], b[1], b[2])  # LXD's OUI, as its instances
+    return f"00:16:3e:{b[0]:02x}:{b[1]:02x}:{b[2]:02x}"  # LXD's OUI, as its instances
 
 
 def port_specs(rec: Instance) -> list[PortSpec]:

@@ -21,7 +21,7 @@ from microcloudd.drivers.storage.base import VolumeType
 from microcloudd.services import instance_config as ic
 from microcloudd.services import instance_launch as launch
 from microcloudd.services import instance_spec as isp
-from microcloudd.services import instances
+from microcloudd.services import instances, network_ports
 from microcloudd.services.cloud import Cloud
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ async def plan(cloud: Cloud, rec: Instance, body: api.InstancePut, merge: bool) 
             raise InvalidArgument(f"NIC {name!r} cannot be changed in place: remove it and add a new one")
     added_volumes = {n: d for n, d in ic.volume_devices(devices).items() if rec.devices.get(n) != d}
     await instances._check_references(cloud, {n: d for n, d in added_volumes.items()}, rec.name)
-    config = instances._fill_volatile({**user, **_system_keys(rec.config)}, devices)
+    config = instances._fill_volatile(rec.name, {**user, **_system_keys(rec.config)}, devices)
     return msgspec.structs.replace(
         rec, config=config, devices=devices,
         profiles=body.profiles if body.profiles is not None else rec.profiles,
@@ -75,15 +75,16 @@ async def plan(cloud: Cloud, rec: Instance, body: api.InstancePut, merge: bool) 
 
 async def apply(cloud: Cloud, old: Instance, new: Instance) -> Instance:
     """Write `new` and bring the backends to it."""
-    db, storage, network, compute = cloud.need_db(), cloud.need_storage(), cloud.need_network(), cloud.need_compute()
+    db, storage, compute = cloud.need_db(), cloud.need_storage(), cloud.need_compute()
     name = new.name
     stored = await db.update(Instance, name, config=new.config, devices=new.devices, profiles=new.profiles,
                              description=new.description)
     running = (await compute.state(name)).state is not PowerState.STOPPED
     old_nics, new_nics = ic.nic_devices(old.devices), ic.nic_devices(new.devices)
     old_vols, new_vols = ic.volume_devices(old.devices), ic.volume_devices(new.devices)
-    for spec in isp.port_specs(new):
-        await network.create_port(spec, may_exist=True)
+    for dev_name, dev in new_nics.items():
+        await network_ports.attach_port(cloud, dev["network"], name, dev_name, mac=isp.mac(new, dev_name),
+                                        ipv4=dev.get("ipv4.address") or None)
     for dev in new_vols.values():
         await storage.set_attached(dev.get("pool") or isp.default_pool(cloud), dev["source"], name, True)
     size = isp.root_size(new)
@@ -94,7 +95,7 @@ async def apply(cloud: Cloud, old: Instance, new: Instance) -> Instance:
         await _live(cloud, old, new, old_lim != new_lim)
     await compute.define(isp.domain_spec(cloud, new), may_exist=True)
     for dev_name in old_nics.keys() - new_nics.keys():
-        await network.delete_port(old.config.get(f"volatile.{dev_name}.port", ""), if_exists=True)
+        await network_ports.detach_port(cloud, old_nics[dev_name]["network"], name, dev_name)
     for dev_name, dev in old_vols.items():
         if dev_name not in new_vols:
             try:

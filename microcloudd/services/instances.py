@@ -17,6 +17,7 @@ from microcloudd.drivers.compute.types import PowerState
 from microcloudd.drivers.storage.base import VolumeType
 from microcloudd.events import now
 from microcloudd.operations import OperationContext
+from microcloudd.services import images, network_store
 from microcloudd.services import instance_config as ic
 from microcloudd.services import instance_launch as launch
 from microcloudd.services import instance_spec as isp
@@ -37,15 +38,9 @@ def resolve_image(cloud: Cloud, source: api.InstanceSource) -> Image:
         if alias is None:
             raise NotFound(f"Image alias {source.alias!r} not found")
         return db.get(Image, alias.image)
-    ref = source.fingerprint.lower()
-    if not ref:
+    if not source.fingerprint:
         raise InvalidArgument("The source needs an image alias or fingerprint")
-    found = db.find(Image, where=lambda i: i.fingerprint.startswith(ref))
-    if not found:
-        raise NotFound(f"Image {source.fingerprint!r} not found")
-    if len(found) > 1:
-        raise InvalidArgument(f"Image fingerprint prefix {source.fingerprint!r} is ambiguous")
-    return found[0]
+    return images.resolve_now(cloud, source.fingerprint)
 
 
 def check_instance_name(name: str) -> str:
@@ -71,12 +66,12 @@ async def _check_references(cloud: Cloud, devices: dict[str, dict[str, str]], na
             raise InUse(f"Volume {dev['source']!r} (device {dev_name!r}) is attached to {', '.join(others)}")
 
 
-def _fill_volatile(config: dict[str, str], devices: dict[str, dict[str, str]]) -> dict[str, str]:
+def _fill_volatile(name: str, config: dict[str, str], devices: dict[str, dict[str, str]]) -> dict[str, str]:
     """Choose MACs and OVN port ids of new NICs now, so every retry makes the same objects."""
     out = dict(config)
     for dev_name, dev in ic.nic_devices(devices).items():
         out.setdefault(f"volatile.{dev_name}.hwaddr", (dev.get("hwaddr") or isp.new_mac()).lower())
-        out.setdefault(f"volatile.{dev_name}.port", str(uuidlib.uuid4()))
+        out[f"volatile.{dev_name}.port"] = network_store.port_id(dev["network"], name, dev_name)
     for key in [k for k in out if k.startswith("volatile.") and k.count(".") == 2]:
         dev_name = key.split(".")[1]
         if key.endswith((".hwaddr", ".port")) and dev_name not in devices:
@@ -117,7 +112,7 @@ async def prepare(cloud: Cloud, body: api.InstancesPost) -> Instance:
         "volatile.uuid": instance_uuid,
         "volatile.cloud-init.instance-id": str(uuidlib.uuid4()),
     }
-    config = _fill_volatile(config, devices)
+    config = _fill_volatile(name, config, devices)
     return Instance(name=name, uuid=instance_uuid, type="virtual-machine",
                     status="Running" if body.start else "Stopped", location=cloud.server_name,
                     image=image.fingerprint, config=config, devices=devices,
