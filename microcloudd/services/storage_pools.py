@@ -77,6 +77,8 @@ async def create_pool(cloud: Cloud, body: api.StoragePoolsPost) -> StoragePool:
         raise InvalidArgument(f"Unsupported storage driver {body.driver!r}: only \"ceph\" is available")
     quota = check_config(body.config)
     db, driver = cloud.need_db(), cloud.need_storage()
+    if db.get_or_none(StoragePool, body.name) is not None:
+        raise AlreadyExists(f"Storage pool {body.name!r} already exists")
     async with Reverter() as revert:
         await db.insert(StoragePool(name=body.name, driver="ceph", config=dict(body.config), status="Pending",
                                     description=body.description))
@@ -120,7 +122,7 @@ async def delete_pool(cloud: Cloud, name: str) -> None:
     get_record(cloud, name)
     users = used_by(cloud, name)
     if users:
-        raise InUse(f"Storage pool {name!r} is still used by {len(users)} object(s): "
+        raise InUse(f"Storage pool {name!r} is in use by {len(users)} object(s): "
                     f"{', '.join(users[:5])}; delete them first", used_by=users)
     await cloud.need_storage().delete_pool(name, if_exists=True)
     await cloud.need_db().delete(StoragePool, name, if_exists=True)
