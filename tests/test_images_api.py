@@ -69,7 +69,8 @@ async def test_import_raw_and_qcow2_list_show_alias(storage_daemon: StorageDaemo
     op = await sd.wait_response(body)
     assert op["status"] == "Success", op
     fp_q = sha256(qcow)
-    assert op["metadata"]["fingerprint"] == fp_q  # type: ignore[index]
+    assert op["metadata"]["fingerprint"] == fp_q
+    assert op["metadata"]["download_progress"] == "import: 100%"  # progress reached the operation
     meta = (await (await sd.http.get(f"/1.0/images/{fp_q[:10]}")).json())["metadata"]
     assert meta["format"] == "qcow2" and meta["public"] is True and meta["virtual_size"] == 6 * MiB
     assert meta["properties"]["os"] == "alpine" and meta["type"] == "virtual-machine"
