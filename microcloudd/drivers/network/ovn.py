@@ -73,7 +73,10 @@ class OvnNetworkDriver(NetworkDriver):
             if reconnect is not None:
                 reconnect.set_backoff(min(250, max_backoff_ms), max_backoff_ms)
             conn = connection.Connection(idl, timeout=int(timeout))
-            return impl_idl.OvnNbApiIdlImpl(conn)
+            # ovsdbapp keeps the connection on the API *class*: a subclass per driver keeps two
+            # drivers (two databases, or one closed and one new) from sharing one.
+            api_class = type("OvnNbApi", (impl_idl.OvnNbApiIdlImpl,), {"_ovsdb_connection": None})
+            return api_class(conn)
 
         api = await asyncio.to_thread(_connect)
         return cls(api, owner, names)
@@ -210,9 +213,10 @@ class OvnNetworkDriver(NetworkDriver):
                         ids.append(existing.name)
                         continue
                 if spec.network not in indexes:
-                    indexes[spec.network] = ovn_ports.PortIndex.of(ovn_network.network_row(nb, spec.network))
+                    ls = ovn_network.network_row(nb, spec.network)
+                    indexes[spec.network] = ovn_ports.PortIndex.of(nb, ls)
                 checked = ovn_ports.check_port(nb, spec, indexes[spec.network])
-                ovn_ports.create_port(nb, prefix, checked, dns=False)
+                ovn_ports.create_port(nb, prefix, checked, dns=False, index=indexes[spec.network])
                 ids.append(str(checked.id))
                 touched.add(spec.network)
             for network in touched:

@@ -11,7 +11,7 @@ from typing import Any
 from microcloudd.api.errors import AlreadyExists, InvalidArgument, NotFound
 from microcloudd.api.names import check_name
 from microcloudd.drivers.network import acl_rules, addressing
-from microcloudd.drivers.network.base import Lease, PortInfo, PortSpec
+from microcloudd.drivers.network.base import Lease, NetworkSpec, PortInfo, PortSpec
 from microcloudd.drivers.network.ovn_network import instance_ports, network_row, spec_of
 from microcloudd.drivers.network.ovn_txn import KIND, NAME, NETWORK, OWNER, REVISION, Nb
 
@@ -104,6 +104,9 @@ def apply_acls(nb: Nb, prefix: str, row: Any, acls: tuple[str, ...]) -> None:
 class PortIndex:
     """What the ports of one network already hold, so a batch checks in linear time."""
 
+    ls: Any = None
+    net: NetworkSpec | None = None
+    dhcp: dict[int, Any] = field(default_factory=dict)  # IP version -> the network's DHCP_Options
     ids: set[str] = field(default_factory=set)
     macs: set[str] = field(default_factory=set)
     v4: set[str] = field(default_factory=set)
@@ -111,8 +114,11 @@ class PortIndex:
     hostnames: set[str] = field(default_factory=set)
 
     @classmethod
-    def of(cls, ls: Any) -> PortIndex:
-        index = cls()
+    def of(cls, nb: Nb, ls: Any) -> PortIndex:
+        net = spec_of(ls)
+        dhcp: dict[int, Any] = {ipaddress.ip_network(d.cidr).version: d
+                for d in nb.owned("DHCP_Options", "dhcp", **{NETWORK: net.name})}
+        index = cls(ls=ls, net=net, dhcp=dhcp)
         for row in instance_ports(ls):
             mac, v4, v6, _ = _parse_addresses(row)
             index.add(row.name, mac, v4, v6, row.external_ids.get(HOSTNAME))
@@ -131,9 +137,9 @@ def check_port(nb: Nb, spec: PortSpec, index: PortIndex | None = None) -> PortSp
     (a batch), the checked port is added to it."""
     if not spec.name or len(spec.name) > 255:
         raise InvalidArgument("a port needs a name of 1 to 255 characters")
-    ls = network_row(nb, spec.network)
-    net = spec_of(ls)
-    taken = index if index is not None else PortIndex.of(ls)
+    taken = index if index is not None else PortIndex.of(nb, network_row(nb, spec.network))
+    net = taken.net
+    assert net is not None
     port_id = check_port_id(spec.id) if spec.id else str(uuid.uuid4())
     if port_id in taken.ids:
         raise AlreadyExists(f"port {port_id} already exists")
@@ -161,19 +167,22 @@ def check_port(nb: Nb, spec: PortSpec, index: PortIndex | None = None) -> PortSp
                     hostname=spec.hostname, acls=tuple(spec.acls), revision=spec.revision)
 
 
-def create_port(nb: Nb, prefix: str, spec: PortSpec, dns: bool = True) -> None:
+def create_port(
+    nb: Nb, prefix: str, spec: PortSpec, dns: bool = True, index: PortIndex | None = None
+) -> None:
     """Insert the port of a checked spec (id and MAC set) into its network's switch.
     A batch passes dns=False and calls sync_dns once per network at the end."""
     assert spec.id and spec.mac
-    ls = network_row(nb, spec.network)
+    if index is None:
+        index = PortIndex.of(nb, network_row(nb, spec.network))
+    ls = index.ls
     if spec.ipv4:
         addresses = " ".join(a for a in (spec.mac, spec.ipv4, spec.ipv6) if a)
         security = [addresses]
     else:
         addresses = f"{spec.mac} dynamic"
         security = [spec.mac]  # the address is not known before northd allocates it
-    dhcp = {ipaddress.ip_network(d.cidr).version: d for d in nb.owned("DHCP_Options", "dhcp",
-                                                                      **{NETWORK: spec.network})}
+    dhcp = index.dhcp
     ext = nb.tags("port", spec.revision, **{NETWORK: spec.network, NAME: spec.name})
     if spec.hostname:
         ext[HOSTNAME] = spec.hostname
@@ -191,17 +200,27 @@ def create_port(nb: Nb, prefix: str, spec: PortSpec, dns: bool = True) -> None:
 
 
 def delete_port(nb: Nb, row: Any) -> None:
-    network = row.external_ids.get(NETWORK, "")
-    sync_dns(nb, network, without=row.name)  # before the delete: a deleted row cannot be read
-    for ls in nb.owned("Logical_Switch", "network", **{NETWORK: network}):
-        if row in ls.ports:
-            ls.delvalue("ports", row)
-    row.delete()
+    delete_ports(nb, [row])
 
 
-def sync_dns(nb: Nb, network: str, without: str | None = None) -> bool:
+def delete_ports(nb: Nb, rows: list[Any]) -> None:
+    """Delete instance ports; each network's DNS records are rebuilt once."""
+    by_network: dict[str, list[Any]] = {}
+    for row in rows:
+        by_network.setdefault(row.external_ids.get(NETWORK, ""), []).append(row)
+    for network, doomed in by_network.items():
+        ls = nb.one_owned("Logical_Switch", "network", **{NETWORK: network})
+        names = {r.name for r in doomed}
+        sync_dns(nb, network, without=names)  # before the delete: a deleted row cannot be read
+        for row in doomed:
+            if ls is not None:
+                ls.delvalue("ports", row)
+            row.delete()
+
+
+def sync_dns(nb: Nb, network: str, without: set[str] | None = None) -> bool:
     """Make the network's DNS records match its ports' host names and known addresses
-    (leaving out port `without`, about to be deleted)."""
+    (leaving out the ports named in `without`, about to be deleted)."""
     dns = nb.one_owned("DNS", "dns", **{NETWORK: network})
     ls = nb.one_owned("Logical_Switch", "network", **{NETWORK: network})
     if dns is None or ls is None:
@@ -210,7 +229,7 @@ def sync_dns(nb: Nb, network: str, without: str | None = None) -> bool:
     hosts: dict[str, list[str]] = {}
     for p in instance_ports(ls):
         host = p.external_ids.get(HOSTNAME)
-        if not host or p.name == without:
+        if not host or (without and p.name in without):
             continue
         _, v4, v6, _ = _parse_addresses(p)
         hosts[host] = [a for a in (v4, v6) if a]

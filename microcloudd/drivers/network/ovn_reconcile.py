@@ -14,7 +14,7 @@ from typing import Any
 from microcloudd.drivers.network import codec, ovn_acls, ovn_forwards, ovn_network, ovn_ports
 from microcloudd.drivers.network.base import DesiredState, ReconcileReport
 from microcloudd.drivers.network.ovn_names import Names
-from microcloudd.drivers.network.ovn_txn import NAME, SPEC, Nb
+from microcloudd.drivers.network.ovn_txn import NAME, NETWORK, SPEC, Nb
 
 Run = Callable[..., Awaitable[Any]]
 
@@ -69,10 +69,10 @@ async def reconcile(run: Run, names: Names, desired: DesiredState) -> ReconcileR
         want_nets = {n.name for n in desired.networks}
         want_fwds = {(n, f.listen_address) for n, f in desired.forwards}
         want_acls = {a.name for a in desired.acls}
-        for row in nb.owned("Logical_Switch_Port", "port"):
-            if row.name not in want_ports:
-                report.removed.append(f"port {row.name}")
-                ovn_ports.delete_port(nb, row)
+        doomed = [row for row in nb.owned("Logical_Switch_Port", "port") if row.name not in want_ports]
+        report.removed += [f"port {row.name}" for row in doomed]
+        # ports of networks that go away go with their switch
+        ovn_ports.delete_ports(nb, [r for r in doomed if r.external_ids.get(NETWORK) in want_nets])
         for name in ovn_network.network_rows(nb):
             if name not in want_nets:
                 continue

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ovsdbapp.backend.ovs_idl import command
+from ovsdbapp.backend.ovs_idl import command, idlutils
 
 OWNER = "microcloud:owner"
 KIND = "microcloud:kind"  # network, router, port, dhcp, dns, acl, forward, uplink
@@ -32,6 +32,9 @@ class Nb:
         return iter(list(self.idl.tables[table].rows.values()))
 
     def find(self, table: str, **columns: Any) -> Any | None:
+        if len(columns) == 1:  # through ovsdbapp's index where the schema has one (names)
+            ((col, val),) = columns.items()
+            return next(iter(idlutils.rows_by_value(self.idl, table, col, val)), None)
         for row in self.rows(table):
             if all(getattr(row, k) == v for k, v in columns.items()):
                 return row
