@@ -307,11 +307,12 @@ async def test_reconciler_repairs_a_deleted_port_and_removes_an_orphan(network_c
     assert await reconcile_once(cloud) is not None
     events = cloud.events.subscribe(["lifecycle"])
 
-    # behind our back: our port deleted, an orphan port of ours created, DHCP options changed
+    # behind our back: our port deleted, an orphan port of ours created; and a setting recorded
+    # in the database whose OVN update never ran (a daemon killed in between)
     ovn_central.nbctl("lsp-del", port.id)
     orphan = await cloud.network.create_port(PortSpec(network=name, name="ghost/eth0"))
-    dhcp = nb_owned(ovn_central, "DHCP_Options", who, **{"microcloud:network": name})[0]
-    ovn_central.nbctl("set", "DHCP_Options", dhcp["_uuid"], "options:mtu=9000")
+    rec = cloud.need_db().get(NetworkRecord, name)
+    await cloud.need_db().update(NetworkRecord, name, config={**rec.config, "bridge.mtu": "1400"})
 
     reconciler = start_reconciler(cloud, interval=3600)
     try:
@@ -326,9 +327,9 @@ async def test_reconciler_repairs_a_deleted_port_and_removes_an_orphan(network_c
     assert f"port {port.id}" in report.created and f"port {orphan.id}" in report.removed
     assert f"network {name} (settings)" in report.created
     lsp = nb_owned(ovn_central, "Logical_Switch_Port", who, **{"microcloud:kind": "port"})
-    assert [(p["name"], p["addresses"]) for p in lsp] == [(port.id, [f"{port.mac} 10.68.0.10"])]
+    assert [(p["name"], p["addresses"]) for p in lsp] == [(port.id, f"{port.mac} 10.68.0.10")]
     dhcp = nb_owned(ovn_central, "DHCP_Options", who, **{"microcloud:network": name})[0]
-    assert dhcp["options"]["mtu"] == "1442"
+    assert dhcp["options"]["mtu"] == "1400"
     event = await asyncio.wait_for(events.queue.get(), 5)
     assert event is not None and event.metadata["action"] == "network-reconciled"
     assert f"port {orphan.id}" in event.metadata["context"]["removed"]
