@@ -218,3 +218,30 @@ async def test_volume_bad_input(storage_daemon: StorageDaemon, tmp_path: Path) -
     assert [v.name for v in sd.db.all(Volume)] == ["data"] and sd.db.all(VolumeSnapshot) == []
     staging = sd.state_dir / "staging"
     assert not staging.exists() or not any(staging.iterdir())
+
+
+async def test_pylxd_reads_pools_volumes_and_images(storage_daemon: StorageDaemon, tmp_path: Path) -> None:
+    """An existing LXD client understands our shapes."""
+    import asyncio
+
+    import pylxd
+
+    from tests.fixtures.ceph import make_raw_disk
+
+    sd = storage_daemon
+    rc, _, err = await sd.cli("storage", "volume", "create", "data", "8MiB", "--pool", sd.pool)
+    assert rc == 0, err
+    disk = make_raw_disk(tmp_path / "d.img", 4 * MiB, seed=51)
+    rc, _, err = await sd.cli("image", "import", str(disk), "--pool", sd.pool, "--alias", "tiny")
+    assert rc == 0, err
+
+    def view() -> tuple[set[str], list[tuple[str, str]], list[list[str]]]:
+        client = pylxd.Client(endpoint=str(sd.state_dir / "unix.socket"))
+        pools = {p.name for p in client.storage_pools.all()}
+        pool = client.storage_pools.get(sd.pool)
+        vols = [(v.type, v.name) for v in pool.volumes.all()]
+        imgs = [[a["name"] for a in i.aliases] for i in client.images.all()]
+        return pools, vols, imgs
+
+    pools, vols, imgs = await asyncio.to_thread(view)
+    assert sd.pool in pools and vols == [("custom", "data")] and imgs == [["tiny"]]
