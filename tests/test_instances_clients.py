@@ -33,8 +33,9 @@ async def test_cli_lifecycle(cloud_daemon: ApiServer, cloud: Cloud) -> None:
     await ok(cloud_daemon, "launch", "test", "c1", "--cpu", "1", "--memory", "256MiB", "-c", "user.role=web")
     await ok(cloud_daemon, "create", "test", "c2")
     table = await ok(cloud_daemon, "list")
-    assert table.splitlines()[1].split("|")[1:6] == [" NAME ", " STATUS  ", " IPV4 ", " TYPE            ",
-                                                     " LOCATION "]
+    assert [c.strip() for c in table.splitlines()[1].split("|")[1:6]] == ["NAME", "STATUS", "IPV4", "TYPE",
+                                                                          "LOCATION"]
+    assert "(eth0)" in table  # OVN's dynamic address of c1's NIC
     assert "| c1   | RUNNING |" in table and "| c2   | STOPPED |" in table and "VIRTUAL-MACHINE" in table
     listed = json.loads(await ok(cloud_daemon, "list", "--format", "json"))
     assert [i["name"] for i in listed] == ["c1", "c2"]
