@@ -57,8 +57,11 @@ class Initializer:
     (the daemon starts its reconcilers there)."""
 
     def __init__(self, cloud: Cloud, supervisor: Supervisor,
-                 on_ready: Callable[[components.LocalStack], Awaitable[None]] | None = None) -> None:
+                 on_ready: Callable[[components.LocalStack], Awaitable[None]] | None = None, *,
+                 steps: Callable[[InitPlan, InitRecord], list[Step]] | None = None) -> None:
+        """`steps` replaces the real step list (tests of the state machine itself)."""
         self.cloud, self.sup, self.on_ready = cloud, supervisor, on_ready
+        self._make_steps = steps or self.steps
         self.state_dir = Path(cloud.state_dir)
         self._lock = asyncio.Lock()
         self._steps: list[InitStep] = []
@@ -72,7 +75,7 @@ class Initializer:
         rec = self.record()
         steps = self._steps or ([InitStep(name=s.name, description=s.description,
                                           state="done" if s.name in rec.done else "pending")
-                                 for s in self.steps(rec.plan, rec)] if rec.plan else [])
+                                 for s in self._make_steps(rec.plan, rec)] if rec.plan else [])
         return InitState(initialized=rec.initialized, plan=rec.plan, steps=steps,
                          failed_step=rec.failed_step, error=rec.error, stack=self.stack_state())
 
@@ -117,7 +120,7 @@ class Initializer:
             rec = self.record()
             rec.plan, rec.failed_step, rec.error = plan, "", ""
             await _save(self.state_dir, rec)
-            steps = self.steps(plan, rec)
+            steps = self._make_steps(plan, rec)
             self._steps = [InitStep(name=s.name, description=s.description) for s in steps]
             for i, (step, view) in enumerate(zip(steps, self._steps, strict=True)):
                 view.state = "running"

@@ -139,11 +139,24 @@ def parse(text: str, source: str = "preseed", *, default_member: str = "") -> In
     if default_member and "member" not in data:
         p.items = [it for it in p.items if it[1] != "member"]
         data["member"] = default_member
-    p.raise_if_any()
-    plan = msgspec.convert(data, InitPlan)
+    # The checks against this machine run on what is well-formed, so one report lists all.
+    try:
+        plan = msgspec.convert(_prune(data), InitPlan)
+    except msgspec.ValidationError:
+        p.raise_if_any()
+        raise
     checks.check_plan(plan, p)
     p.raise_if_any()
     return plan
+
+
+def _prune(value: Any) -> Any:
+    """Drop the values that failed to convert (None), so the rest can still be checked."""
+    if isinstance(value, dict):
+        return {k: _prune(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_prune(v) for v in value if v is not None]
+    return value
 
 
 def parse_file(path: Path, *, default_member: str = "") -> InitPlan:
