@@ -61,7 +61,8 @@ async def test_a_failed_step_is_recorded_and_a_rerun_continues(cloud: Cloud) -> 
     assert rec.done == ["one"] and rec.failed_step == "two" and not rec.initialized
     assert rec.plan == PLAN
     state = init.state()
-    assert [(s.name, s.state) for s in state.steps] == [("one", "done"), ("two", "failed"), ("three", "pending")]
+    assert [(s.name, s.state) for s in state.steps] == [
+        ("one", "done"), ("two", "failed"), ("three", "pending")]
 
     # A new Initializer (as after a daemon restart) resumes with the recorded plan.
     init2 = Initializer(cloud, Supervisor(), steps=steps)

@@ -62,7 +62,8 @@ def test_wrong_type_points_at_its_line() -> None:
           file_osd_size: lots
         """)
     by_key = {p["key"]: p for p in ps}
-    assert by_key["storage.disks"]["line"] == 3 and "expected a list" in str(by_key["storage.disks"]["message"])
+    assert by_key["storage.disks"]["line"] == 3
+    assert "expected a list" in str(by_key["storage.disks"]["message"])
     assert by_key["storage.file_osd_size"]["line"] == 4
     assert "not a size" in str(by_key["storage.file_osd_size"]["message"])
 
