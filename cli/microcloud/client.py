@@ -85,7 +85,7 @@ class Client:
             raise from_wire(meta.get("code"), envelope.get("error", "unknown error"), meta.get("details"))
         return envelope
 
-    def call(self, name: str, *, body: Any = None, query: dict[str, Any] | None = None,
+    def call(self, name: str, /, *, body: Any = None, query: dict[str, Any] | None = None,
              wait: bool = False, **params: str) -> Any:
         """Call a declared endpoint; returns the response metadata.
 
