@@ -138,6 +138,8 @@ class LocalStack:
 
                 raise Unavailable(f"the host's libvirtd does not answer on {self.libvirt_uri}")
             return
+        # Guest console logs (services/instance_spec.console_log); QEMU only writes the file.
+        (self.lay.state_dir / "logs").mkdir(exist_ok=True)
         spec = libvirtd.libvirtd_spec(self.lay.libvirt_dir, ovs_rundir=self.chassis.run_dir,
                                       netns=self.lay.netns, after=("ovs-vswitchd",))
         await ensure_running(self.sup, spec)
