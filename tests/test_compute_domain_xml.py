@@ -67,7 +67,8 @@ def test_machine_limits_and_virt_type() -> None:
     assert dom.find("os/type").get("machine") == "pc"  # type: ignore[union-attr]
     assert dom.find("vcpu").text == "4" and dom.find("vcpu").get("current") == "2"  # type: ignore[union-attr]
     assert dom.findtext("memory") == "1024" and dom.findtext("currentMemory") == "512"
-    assert dx.host_virt_type() == ("kvm" if Path("/dev/kvm").exists() else "qemu")
+    usable_kvm = Path("/dev/kvm").exists() and dx._cpu_has_virt_extensions()
+    assert dx.host_virt_type() == ("kvm" if usable_kvm else "qemu")
 
 
 def test_owner_metadata_and_project_naming() -> None:

@@ -39,6 +39,7 @@ else
   say "NO-SEED"
 fi
 
+# udhcpc runs in the background with its output discarded: report straight to the console
 cat > /bin/dhcp-event <<'EOS'
 #!/bin/sh
 case "$1" in
@@ -48,8 +49,8 @@ case "$1" in
     ip addr add "$ip/${mask:-24}" dev "$interface"
     [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
     echo "$ip" > /run-ip
-    echo "MCTEST: LEASE ip=$ip mask=$mask router=$router server=$serverid uptime=$(cut -d' ' -f1 /proc/uptime)" ;;
-  leasefail|nak) echo "MCTEST: DHCP-$1 uptime=$(cut -d' ' -f1 /proc/uptime)" ;;
+    echo "MCTEST: LEASE ip=$ip mask=$mask router=$router server=$serverid uptime=$(cut -d' ' -f1 /proc/uptime)" >/dev/console ;;
+  leasefail|nak) echo "MCTEST: DHCP-$1 uptime=$(cut -d' ' -f1 /proc/uptime)" >/dev/console ;;
 esac
 exit 0
 EOS

@@ -9,6 +9,7 @@ UUID; the serial console is a pty (for an interactive console stream) logged to 
 from __future__ import annotations
 
 import os
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -31,9 +32,23 @@ ROOT_TARGET = "vda"
 SEED_TARGET = "hdc"  # IDE cdrom: every guest kernel and firmware reads it
 
 
+def _cpu_has_virt_extensions() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"^flags\s*:.*\b(vmx|svm)\b", flags, re.M))
+
+
 def host_virt_type() -> str:
-    """KVM when the host has /dev/kvm, QEMU's TCG emulation otherwise (slow, but it runs)."""
-    return "kvm" if os.path.exists("/dev/kvm") else "qemu"
+    """KVM when the host has /dev/kvm and a CPU with VT-x/AMD-V, else QEMU's TCG emulation
+    (slow, but it runs). Some nested hypervisors expose /dev/kvm without the CPU flags and
+    then fail guests with "emulation failure": the flags are the better witness.
+    MICROCLOUD_VIRT_TYPE=kvm|qemu overrides the guess."""
+    forced = os.environ.get("MICROCLOUD_VIRT_TYPE")
+    if forced in ("kvm", "qemu"):
+        return forced
+    return "kvm" if os.path.exists("/dev/kvm") and _cpu_has_virt_extensions() else "qemu"
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
