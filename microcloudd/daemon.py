@@ -11,9 +11,10 @@ order (microcloudd.stack), the drivers are built into the Cloud and the reconcil
 Stop (SIGTERM): operations, API, reconcilers, drivers, then every component in reverse start
 order, the database last. An uninitialised daemon exits within STOP_BUDGET; with the stack,
 the components' own stop timeouts apply (typically 2-6 s; at worst a Ceph OSD's 30 s flush),
-so the systemd unit allows 90 s. Guest policy: libvirtd's wrapper stops every QEMU when
-libvirtd stops, so guests are powered off with microcloudd; the instance reconciler starts
-the ones whose desired status is Running when microcloudd starts again.
+within the unit's TimeoutStopSec. Guest policy: libvirtd's wrapper stops every QEMU when
+libvirtd stops, so guests are powered off (not gracefully) with microcloudd; after a restart
+the instance reconciler records them as Stopped and `microcloud start` (or `make up`) starts
+them again.
 """
 
 from __future__ import annotations
