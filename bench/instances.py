@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -104,7 +105,8 @@ async def backends(db_remote: str, ceph: CephCluster, pool: str, nb_remote: str)
 
 async def launch_service(cloud: Cloud, name: str) -> float:
     t0 = time.perf_counter()
-    rec = await instances.prepare(cloud, api.InstancesPost(name=name, source=api.InstanceSource(alias="test")))
+    rec = await instances.prepare(cloud, api.InstancesPost(name=name,
+                                                           source=api.InstanceSource(alias="test")))
     rec = await instance_launch.insert_row(cloud, rec)
     await instance_launch.launch(cloud, rec)
     return (time.perf_counter() - t0) * 1000
@@ -112,7 +114,8 @@ async def launch_service(cloud: Cloud, name: str) -> float:
 
 async def launch_floor(cloud: Cloud, name: str) -> float:
     """The same backend calls, made directly (the row is built but not stored)."""
-    rec = await instances.prepare(cloud, api.InstancesPost(name=name, source=api.InstanceSource(alias="test")))
+    rec = await instances.prepare(cloud, api.InstancesPost(name=name,
+                                                           source=api.InstanceSource(alias="test")))
     assert cloud.storage and cloud.compute
     t0 = time.perf_counter()
     pool = isp.root_pool(cloud, rec)
@@ -138,14 +141,15 @@ async def cleanup(cloud: Cloud) -> None:
 
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
 async def fill(cloud: Cloud, total: int) -> None:
     """Rows (stage created, one NIC each) and test:/// domains up to `total` instances."""
     assert cloud.db and cloud.compute
     have = len(cloud.db.all(Instance))
-    template = await instances.prepare(cloud, api.InstancesPost(name="tmpl", source=api.InstanceSource(alias="test")))
+    template = await instances.prepare(cloud, api.InstancesPost(name="tmpl",
+                                                                source=api.InstanceSource(alias="test")))
     for start in range(have, total, 100):
         recs = []
         async with cloud.db.transaction() as txn:
@@ -217,7 +221,7 @@ async def main(backend: tuple[str, CephCluster, str, str], concurrent: int, size
         await cleanup(cloud)
 
         # 3. listings over the socket
-        async def status() -> object:
+        async def status() -> Any:
             raise RuntimeError("unused")
 
         ops = (*server.OPS, *api_instances.OPS)
@@ -232,7 +236,8 @@ async def main(backend: tuple[str, CephCluster, str, str], concurrent: int, size
                 await fill(cloud, n)
                 line = [f"{n:5d} instances:"]
                 for rec in (1, 2):
-                    ms = statistics.median(await asyncio.to_thread(get, str(sock), f"/1.0/instances?recursion={rec}",
+                    ms = statistics.median(await asyncio.to_thread(get, str(sock),
+                                                                   f"/1.0/instances?recursion={rec}",
                                                                    20 if rec == 1 else 5))
                     ratio = f"LXD {LXD[rec] / ms:.0f}x slower" if n == 500 else ""
                     line.append(f"recursion={rec} {ms:7.1f} ms (target {TARGET[rec]:.0f}) {ratio}")

@@ -51,7 +51,8 @@ async def serve(cfg: dict[str, Any]) -> None:
     from microcloudd.services.cloud import Cloud
 
     db = await Database.connect(cfg["db"])
-    storage = RBDDriver(Path(cfg["ceph_conf"]), Path(cfg["ceph_keyring"]), user=cfg["ceph_user"], owner=cfg["owner"])
+    storage = RBDDriver(Path(cfg["ceph_conf"]), Path(cfg["ceph_keyring"]), user=cfg["ceph_user"],
+                        owner=cfg["owner"])
     await storage.connect()
     network = await OvnNetworkDriver.connect(cfg["nb"], cfg["owner"], prefix=cfg["prefix"])
     compute = await LibvirtDriver.connect(cfg["libvirt"], cfg["owner"])
@@ -71,7 +72,7 @@ async def serve(cfg: dict[str, Any]) -> None:
     runner = web.AppRunner(build_app(ops, [srv, handlers.make(cloud)]), handle_signals=False)
     await runner.setup()
     sock = Path(cfg["socket"])
-    sock.unlink(missing_ok=True)
+    await asyncio.to_thread(sock.unlink, missing_ok=True)
     await web.UnixSite(runner, str(sock)).start()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -94,7 +95,8 @@ class Server:
             env[faults.ENV] = kill_at
         self.socket.unlink(missing_ok=True)
         log = open(self.cfg_path.with_suffix(".log"), "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "integration.test_instance_faults", str(self.cfg_path)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "integration.test_instance_faults",
+                                      str(self.cfg_path)],
                                      cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + 60
@@ -143,11 +145,13 @@ async def inventory(db: Database, storage: RBDDriver, compute: LibvirtDriver, po
 
 def created(*names: str) -> dict[str, Any]:
     return {"rows": [(n, "created") for n in names], "domains": list(names),
-            "volumes": sorted([*names, *(f"{n}-cidata" for n in names)]), "ports": [f"{n}/eth0" for n in names]}
+            "volumes": sorted([*names, *(f"{n}-cidata" for n in names)]),
+            "ports": [f"{n}/eth0" for n in names]}
 
 
 async def test_sigkill_at_every_launch_and_delete_step(ceph: Any, rbd_pool: str, ovn_central: Any,
-                                                       private_libvirtd: Any, microcloud_db_server: Any) -> None:
+                                                       private_libvirtd: Any,
+                                                       microcloud_db_server: Any) -> None:
     from tests.fixtures.cloud import add_image, add_network
     from tests.fixtures.ovn import TEST_UPLINK, _drop_uplink
 
@@ -186,7 +190,7 @@ async def test_sigkill_at_every_launch_and_delete_step(ceph: Any, rbd_pool: str,
             names.append(name)
             got = await inventory(db, storage, compute, rbd_pool)
             assert got == created(*names), (point, got)
-        for i, point in enumerate(faults.DELETE_POINTS):
+        for point in faults.DELETE_POINTS:
             server.start(kill_at=point)
             result = await request(server.socket, "DELETE", f"/1.0/instances/{names[0]}")
             assert result.get("killed"), (point, result)

@@ -13,7 +13,7 @@ from microcloudd.db.records import Instance
 from microcloudd.services.cloud import Cloud
 from tests.fixtures.cloud import ApiServer, leftovers
 
-NOTHING = {"domains": [], "volumes": [], "ports": []}
+NOTHING: dict[str, list[str]] = {"domains": [], "volumes": [], "ports": []}
 
 
 @pytest.fixture
@@ -53,7 +53,8 @@ BAD_CREATES: list[tuple[dict[str, Any], int, str]] = [
     (vm(config={"raw.qemu": "-x"}), 400, "unknown config key"),
     (vm(devices={"eth0": {"type": "nic", "network": "nonet"}}), 404, "Network 'nonet'"),
     (vm(devices={"eth0": {"type": "nic"}}), 400, "needs `network`"),
-    (vm(devices={"eth0": {"type": "nic", "network": "net0", "hwaddr": "01:00:00:00:00:01"}}), 400, "multicast"),
+    (vm(devices={"eth0": {"type": "nic", "network": "net0", "hwaddr": "01:00:00:00:00:01"}}), 400,
+     "multicast"),
     (vm(devices={"d": {"type": "disk", "source": "novol"}}), 404, "not found"),
     (vm(devices={"u": {"type": "usb"}}), 400, "type must be one of"),
     (vm(devices={"root": {"type": "disk", "path": "/", "size": "1MiB"}}), 400, "smaller than the image"),

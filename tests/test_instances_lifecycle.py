@@ -83,7 +83,8 @@ async def test_launch_defines_rbd_disk_ovs_port_and_seed(api: Api, cloud: Cloud)
 
     assert cloud.network is not None
     ports = await cloud.network.list_ports(NETWORK)
-    assert [(p.id, p.name, p.mac) for p in ports] == [(port_id, "web1/eth0", inst["config"]["volatile.eth0.hwaddr"])]
+    assert [(p.id, p.name, p.mac) for p in ports] == [(port_id, "web1/eth0",
+                                                       inst["config"]["volatile.eth0.hwaddr"])]
     assert cloud.storage is not None
     root_vol = await cloud.storage.volume_info(pool, "web1", type="virtual-machine")  # type: ignore[arg-type]
     assert root_vol.parent.endswith("@mc_base")
@@ -146,15 +147,19 @@ async def test_state_actions_update_snapshots_and_delete(api: Api, cloud: Cloud)
 
 async def test_list_recursion_and_filter(api: Api, cloud: Cloud) -> None:
     for name in ("a1", "a2", "b1"):
-        await api.ok("POST", "/1.0/instances", {"name": name, "source": {"alias": "test"}, "start": name == "a2"})
-    assert await api.ok("GET", "/1.0/instances") == ["/1.0/instances/a1", "/1.0/instances/a2", "/1.0/instances/b1"]
+        await api.ok("POST", "/1.0/instances", {"name": name, "source": {"alias": "test"},
+                                                "start": name == "a2"})
+    assert await api.ok("GET", "/1.0/instances") == ["/1.0/instances/a1", "/1.0/instances/a2",
+                                                     "/1.0/instances/b1"]
     one = await api.ok("GET", "/1.0/instances?recursion=1")
-    assert [(i["name"], i["status"]) for i in one] == [("a1", "Stopped"), ("a2", "Running"), ("b1", "Stopped")]
+    assert [(i["name"], i["status"]) for i in one] == [("a1", "Stopped"), ("a2", "Running"), ("b1",
+                                                                                              "Stopped")]
     assert "state" not in one[0]
     two = await api.ok("GET", "/1.0/instances?recursion=2")
     assert [i["state"]["status"] for i in two] == ["Stopped", "Running", "Stopped"]
     assert two[1]["state"]["network"]["eth0"]["hwaddr"] == two[1]["config"]["volatile.eth0.hwaddr"]
-    assert [i["name"] for i in await api.ok("GET", "/1.0/instances?recursion=1&filter=status eq Running")] == ["a2"]
+    assert [i["name"] for i in await api.ok("GET",
+                                            "/1.0/instances?recursion=1&filter=status eq Running")] == ["a2"]
     assert await api.ok("GET", "/1.0/instances?filter=a") == ["/1.0/instances/a1", "/1.0/instances/a2"]
 
 
@@ -180,7 +185,8 @@ async def test_nic_and_volume_devices_added_and_removed(api: Api, cloud: Cloud) 
 
     # the volume cannot be attached twice
     await api.ok("POST", "/1.0/instances", {"name": "dev2", "source": {"alias": "test"}})
-    env = await api.call("PATCH", "/1.0/instances/dev2", {"devices": {"d": {"type": "disk", "source": "data1"}}})
+    env = await api.call("PATCH", "/1.0/instances/dev2", {"devices": {"d": {"type": "disk",
+                                                                            "source": "data1"}}})
     assert env["error_code"] == 409 and "attached to dev1" in env["error"]
 
     devices = {k: v for k, v in inst["devices"].items() if k not in ("eth1", "data")}

@@ -16,7 +16,7 @@ from microcloudd.services.cloud import Cloud
 from microcloudd.services.instance_reconciler import InstanceReconciler
 from tests.fixtures.cloud import leftovers, run
 
-NOTHING = {"domains": [], "volumes": [], "ports": []}
+NOTHING: dict[str, list[str]] = {"domains": [], "volumes": [], "ports": []}
 
 
 async def prepared(cloud: Cloud, name: str, start: bool = False) -> Instance:
@@ -42,7 +42,8 @@ async def test_half_done_launches_are_finished(cloud: Cloud) -> None:
         assert await cloud.compute.exists(name)
     assert (await cloud.compute.state("h1")).state == "running"
     assert bare.name == "h0"
-    assert await leftovers(cloud) == {"domains": ["h0", "h1"], "volumes": ["h0", "h0-cidata", "h1", "h1-cidata"],
+    assert await leftovers(cloud) == {"domains": ["h0", "h1"], "volumes": ["h0", "h0-cidata", "h1",
+                                                                           "h1-cidata"],
                                       "ports": ["h0/eth0", "h1/eth0"]}
 
 
@@ -97,7 +98,7 @@ async def test_lost_domain_is_redefined_and_guest_poweroff_is_seen(cloud: Cloud)
                 assert ev is not None
                 if ev.metadata["action"] == "instance-stopped":
                     break
-            while cloud.db.get(Instance, "p1").status != "Stopped":
+            while cloud.db.get(Instance, "p1").status != "Stopped":  # noqa: ASYNC110 (replica catching up)
                 await asyncio.sleep(0.02)
     finally:
         sub.close()

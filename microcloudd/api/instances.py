@@ -163,10 +163,6 @@ class ConsoleQuery(Query):
     max_bytes: int = 1 << 20  # how much of the log's end a plain GET returns
 
 
-class ForceQuery(Query):
-    force: bool = False
-
-
 OPS = (
     Op("GET", "/1.0/instances", "instances_list", "List instances", result=list[Any], query=Recursion),
     Op("POST", "/1.0/instances", "instances_create", "Create (and optionally start) an instance",

@@ -65,7 +65,8 @@ def limits(config: dict[str, str]) -> Limits:
     mem = parse_size(raw_mem, "limits.memory")
     mib = mem // (1 << 20)
     if mib < MIN_MEMORY_MIB:
-        raise InvalidArgument(f"limits.memory {raw_mem} is below the {MIN_MEMORY_MIB}MiB a virtual machine needs")
+        raise InvalidArgument(f"limits.memory {raw_mem} is below the {MIN_MEMORY_MIB}MiB "
+                              "a virtual machine needs")
     if mem > host_memory_bytes():
         raise InvalidArgument(f"limits.memory {raw_mem} is more than this host's "
                               f"{host_memory_bytes() // (1 << 20)}MiB of RAM")

@@ -54,7 +54,8 @@ async def realise(cloud: Cloud, rec: Instance, revert: Reverter | None = None) -
     faults.point("launch.root")
 
     for dev_name, dev in ic.nic_devices(rec.devices).items():
-        await network_ports.attach_port(cloud, dev["network"], name, dev_name, mac=instance_spec.mac(rec, dev_name),
+        await network_ports.attach_port(cloud, dev["network"], name, dev_name, mac=instance_spec.mac(rec,
+                                                                                                     dev_name),
                                         ipv4=dev.get("ipv4.address") or None)
         if revert:
             revert.add(_undo_port(cloud, dev["network"], name, dev_name), f"port {name}/{dev_name}")

@@ -44,7 +44,8 @@ async def _check(cloud: Cloud, rec: Instance, action: str) -> PowerState:
     if action == "start" and running:
         raise Conflict("The instance is already running")
     if action in ("stop", "restart", "freeze") and not running:
-        raise Conflict("The instance is already stopped" if action != "freeze" else "The instance is not running")
+        raise Conflict("The instance is not running" if action == "freeze"
+                       else "The instance is already stopped")
     if action == "unfreeze" and current is not PowerState.FROZEN:
         raise Conflict("The instance is not frozen")
     return current
@@ -68,7 +69,8 @@ async def change(cloud: Cloud, name: str, body: api.StatePut) -> Operation:
                                   may_cancel=False)
 
 
-async def run(cloud: Cloud, name: str, action: str, *, force: bool = False, grace: float = DEFAULT_GRACE) -> None:
+async def run(cloud: Cloud, name: str, action: str, *, force: bool = False,
+              grace: float = DEFAULT_GRACE) -> None:
     db, compute = cloud.need_db(), cloud.need_compute()
     rec = get_record(cloud, name)
     await _check(cloud, rec, action)  # again, under the lock: another action may have won

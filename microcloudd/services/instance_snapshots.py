@@ -81,7 +81,8 @@ async def delete(cloud: Cloud, name: str, snap: str) -> Operation:
     async def work(op: OperationContext) -> dict[str, Any] | None:
         rec = get_record(cloud, name)
         async with locks(cloud).hold(name):
-            await cloud.need_storage().delete_snapshot(isp.root_pool(cloud, rec), name, snap, type=VolumeType.VM,
+            await cloud.need_storage().delete_snapshot(isp.root_pool(cloud, rec), name, snap,
+                                                       type=VolumeType.VM,
                                                        if_exists=True)
             await cloud.need_db().delete(InstanceSnapshot, (name, snap), if_exists=True)
         cloud.events.lifecycle("instance-snapshot-deleted", url(name, snap))

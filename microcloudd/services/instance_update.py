@@ -99,7 +99,8 @@ async def apply(cloud: Cloud, old: Instance, new: Instance) -> Instance:
     for dev_name, dev in old_vols.items():
         if dev_name not in new_vols:
             try:
-                await storage.set_attached(dev.get("pool") or isp.default_pool(cloud), dev["source"], name, False)
+                await storage.set_attached(dev.get("pool") or isp.default_pool(cloud), dev["source"],
+                                           name, False)
             except NotFound:
                 pass
     return stored
@@ -130,7 +131,8 @@ async def _live(cloud: Cloud, old: Instance, new: Instance, limits_changed: bool
                 if d.source.image.removeprefix("custom_") in old_disks - new_disks and d.target:
                     await compute.detach_disk(name, d.target)
     except MicrocloudError as e:
-        log.info("instance %s: a change could not be applied live (%s); it applies at the next start", name, e)
+        log.info("instance %s: a change could not be applied live (%s); it applies at the next start",
+                 name, e)
 
 
 

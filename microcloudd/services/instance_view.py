@@ -53,11 +53,13 @@ def instance(rec: Instance, status: str | None = None, cls: type[api.Instance] =
 
 def snapshot(s: InstanceSnapshot) -> api.InstanceSnapshot:
     return api.InstanceSnapshot(name=s.name, created_at=s.created_at, config=s.config, devices=s.devices,
-                                expanded_config=s.config, expanded_devices=s.devices, description=s.description,
+                                expanded_config=s.config, expanded_devices=s.devices,
+                                description=s.description,
                                 stateful=s.stateful, architecture=ARCH)
 
 
-def state(rec: Instance, dom: DomainStatus | None, ports: dict[str, PortInfo], virt: str) -> api.InstanceState:
+def state(rec: Instance, dom: DomainStatus | None, ports: dict[str, PortInfo],
+          virt: str) -> api.InstanceState:
     status = _POWER[dom.state] if dom is not None and rec.stage == launch.CREATED else recorded_status(rec)
     net: dict[str, api.NetworkState] = {}
     for dev in ic.nic_devices(rec.devices):

@@ -84,7 +84,8 @@ async def prepare(cloud: Cloud, body: api.InstancesPost) -> Instance:
     db = cloud.need_db()
     name = check_instance_name(body.name)
     if body.type not in ("virtual-machine", ""):
-        raise InvalidArgument(f"Instance type {body.type!r} is not supported: microcloud runs virtual machines")
+        raise InvalidArgument(f"Instance type {body.type!r} is not supported: "
+                              "microcloud runs virtual machines")
     if db.get_or_none(Instance, name) is not None:
         raise AlreadyExists(f"Instance {name!r} already exists", name=name)
     image = resolve_image(cloud, body.source)

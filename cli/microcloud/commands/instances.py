@@ -42,7 +42,8 @@ def _create(client: Client, image: str, name: str, start: bool, cpu: int | None,
         devices["eth0"] = {"type": "nic", "network": network, "name": "eth0"}
     if storage:
         devices["root"] = {"type": "disk", "path": "/", "pool": storage}
-    body = {"name": name, "type": "virtual-machine", "source": {"type": "image", "alias": image}, "config": cfg,
+    body = {"name": name, "type": "virtual-machine", "source": {"type": "image", "alias": image},
+            "config": cfg,
             "devices": devices, "start": start}
     if len(image) >= 12 and all(c in "0123456789abcdef" for c in image.lower()):
         body["source"] = {"type": "image", "fingerprint": image}
@@ -56,7 +57,8 @@ def _create_options(f: Any) -> Any:
         click.option("--memory", help="memory, e.g. 512MiB or 2GiB (limits.memory)"),
         click.option("--network", help="network of eth0 (default: the cluster's default network)"),
         click.option("--storage", help="storage pool of the root disk"),
-        click.option("-c", "--config", "config", multiple=True, metavar="KEY=VALUE", help="config (repeatable)"),
+        click.option("-c", "--config", "config", multiple=True, metavar="KEY=VALUE",
+                     help="config (repeatable)"),
     ]):
         f = opt(f)
     return f
@@ -247,7 +249,8 @@ def config_edit(client: Client, name: str) -> None:
     except yaml.YAMLError as e:
         raise InvalidArgument(f"not valid YAML: {e}") from None
     call(client, "instance_put", name=name, body={k: new.get(k) for k in ("config", "devices", "profiles",
-                                                                        "description") if k in new}, wait=True)
+                                                                        "description") if k in new},
+         wait=True)
 
 
 @click.command()
