@@ -19,9 +19,11 @@ done
 
 # graceful shutdown: the ACPI power button (what libvirt's shutdown presses) powers off
 if [ -n "$(ls /dev/input/event* 2>/dev/null)" ]; then
+  # busybox acpid runs CONFDIR/<action> for an event matching the action file's key
   mkdir -p /etc/acpi
-  echo 'PWRF poweroff -f' > /etc/acpid.conf
-  echo '#!/bin/sh' > /etc/acpi/power; echo 'poweroff -f' >> /etc/acpi/power; chmod +x /etc/acpi/power
+  echo 'PWRF power' > /etc/acpid.conf
+  printf '#!/bin/sh\necho "MCTEST: POWER-BUTTON" >/dev/console\nsync\npoweroff -f\n' > /etc/acpi/power
+  chmod +x /etc/acpi/power
   acpid -c /etc/acpi -a /etc/acpid.conf 2>/dev/null && say "ACPID-UP"
 fi
 
