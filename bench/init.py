@@ -19,8 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from microcloudd.stack import netns
-from microcloudd.stack.layout import Layout
+from microcloudd.stack.purge import purge
 from tests.fixtures.daemon import RunningDaemon, start_daemon
 
 
@@ -81,7 +80,7 @@ def one_run(idle: float) -> tuple[float, float, dict[str, int]]:
         return init_s, restart_s, rss
     finally:
         d.stop(signal.SIGTERM, timeout=120)
-        netns.remove(Layout(state))
+        purge(state)
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -21,8 +21,7 @@ from typing import Any
 
 import pytest
 
-from microcloudd.stack import netns
-from microcloudd.stack.layout import Layout
+from microcloudd.stack.purge import purge
 from tests.fixtures.daemon import REPO, RunningDaemon, start_daemon
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -93,7 +92,7 @@ def state_dir() -> Iterator[Path]:
         for pid in [int(p) for p in subprocess.run(["pgrep", "-f", f"{state}/"], capture_output=True,
                                                    text=True).stdout.split()]:
             os.kill(pid, signal.SIGKILL)  # only if the test failed half-way: ours by their path
-        netns.remove(Layout(state))
+        purge(state)
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -183,6 +183,20 @@ def _secure_socket(path: Path) -> None:
     os.chmod(path, 0o660)
 
 
+def _forget_our_signals_in_child() -> None:
+    """In a child forked without exec (pyroute2's NetNS helper): when that child gets SIGTERM,
+    Python's handler would write it into the event loop's wakeup fd, which the child shares
+    with us, and microcloudd would take it for its own SIGTERM and stop. Not in children."""
+    with contextlib.suppress(ValueError):
+        signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(sig, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_forget_our_signals_in_child)
+
+
 async def run(state_dir: Path, server_name: str | None = None, db_address: str | None = None) -> None:
     daemon = Daemon(state_dir, server_name, db_address=db_address)
     stop = asyncio.Event()

@@ -2,7 +2,7 @@
 # `make down`: stop microcloudd (SIGTERM via its pidfile) and wait until it and every child
 # (database, OVN, OVS, Ceph, libvirtd, guests) is gone. The state stays: `make up` resumes
 # the same cloud. `--purge` also deletes the state dir and the host network leftovers (the
-# member's network namespace and its veth link).
+# member's network namespace, its veth links and the host NAT table).
 set -eu
 cd "$(dirname "$0")/.."
 DIR="${MICROCLOUD_DIR:-/var/lib/microcloud}"
@@ -55,9 +55,6 @@ if [ "$PURGE" = 1 ]; then
         ""|/|/var|/var/lib|/tmp|/root|/home) echo "refusing to purge $DIR" >&2; exit 1 ;;
     esac
     echo "==> purging $DIR and its network namespace"
-    "$BIN/python" -c 'import sys; from pathlib import Path
-from microcloudd.stack import netns
-from microcloudd.stack.layout import Layout
-netns.remove(Layout(Path(sys.argv[1]).absolute()))' "$DIR"
+    "$BIN/python" -m microcloudd.stack.purge "$DIR"
     rm -rf "$DIR"
 fi

@@ -111,7 +111,7 @@ class LocalStack:
         await ensure_running(self.sup, ovs.ovs_db_spec(cfg))
         await ensure_running(self.sup, ovs.vswitchd_spec(cfg))
         await asyncio.to_thread(ovs.configure_chassis, cfg)
-        await asyncio.to_thread(uplink.ensure, self.lay, cfg)
+        await uplink.ensure(self.lay, cfg)
         await ensure_running(self.sup, ovs.controller_spec(cfg))
 
     async def _ceph_mon_mgr(self) -> None:
