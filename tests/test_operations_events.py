@@ -21,8 +21,8 @@ from microcloudd.api.declare import Op, Query
 from microcloudd.api.errors import InvalidArgument
 from microcloudd.api.server import Operation
 from microcloudd.daemon import Daemon
-from microcloudd.rest.app import Context
 from microcloudd.operations import OperationContext, OperationManager
+from microcloudd.rest.app import Context
 
 CLI = str(Path(sys.executable).parent / "microcloud")
 

@@ -1,1 +1,3 @@
-"""Backend drivers: compute (libvirt), storage (Ceph RBD), network (OVN). Each kind has base.py + real driver(s)."""
+"""Backend drivers: compute (libvirt), storage (Ceph RBD), network (OVN).
+
+Each kind has base.py (the interface) and its real driver(s) beside it."""
