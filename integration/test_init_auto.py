@@ -86,9 +86,14 @@ def instance_status(d: RunningDaemon, name: str) -> str:
 def state_dir() -> Iterator[Path]:
     base = Path(tempfile.mkdtemp(prefix="mc-it-init-"))
     state = base / "s"
+    # init --auto's host NAT uplink turns on IPv4 forwarding host-wide; give the machine back
+    # as the test found it.
+    forward = Path("/proc/sys/net/ipv4/ip_forward")
+    forwarding = forward.read_text()
     try:
         yield state
     finally:
+        forward.write_text(forwarding)
         for pid in [int(p) for p in subprocess.run(["pgrep", "-f", f"{state}/"], capture_output=True,
                                                    text=True).stdout.split()]:
             os.kill(pid, signal.SIGKILL)  # only if the test failed half-way: ours by their path
