@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from microcloudd.api.errors import MicrocloudError
 from microcloudd.db.records import Image, Instance
+from microcloudd.drivers.compute.base import EventSubscription
 from microcloudd.drivers.compute.types import EventKind, LifecycleEvent, PowerState
 from microcloudd.drivers.storage.base import VolumeType
 from microcloudd.services import instance_launch as launch
@@ -61,8 +62,11 @@ class InstanceReconciler:
             await launch.ensure_ceph_secret(self.cloud)
         except MicrocloudError as e:
             log.warning("cannot store the Ceph key in libvirt: %s", e)
-        self._tasks = [asyncio.create_task(self._periodic(), name="instance-reconciler"),
-                       asyncio.create_task(self._watch_events(), name="instance-events")]
+        # Subscribe before returning, so no libvirt event after start() can be missed.
+        events = self.cloud.compute.subscribe() if self.cloud.compute is not None else None
+        self._tasks = [asyncio.create_task(self._periodic(), name="instance-reconciler")]
+        if events is not None:
+            self._tasks.append(asyncio.create_task(self._watch_events(events), name="instance-events"))
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -180,11 +184,7 @@ class InstanceReconciler:
             report.errors.append(f"{what}: {e}")
 
     # -- libvirt events ----------------------------------------------------------------------
-    async def _watch_events(self) -> None:
-        compute = self.cloud.compute
-        if compute is None:
-            return
-        sub = compute.subscribe()
+    async def _watch_events(self, sub: EventSubscription) -> None:
         try:
             async for ev in sub:
                 try:
