@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from microcloud.client import Client
-from microcloud.commands.instance_calls import call
 from microcloud.output import format_option, show
 
 
@@ -20,7 +19,7 @@ def snapshot() -> None:
 @click.pass_obj
 def snapshot_create(client: Client, instance: str, name: str) -> None:
     """Snapshot INSTANCE (NAME defaults to snap0, snap1, ...)."""
-    call(client, "instance_snapshots_create", name=instance, body={"name": name}, wait=True)
+    client.call("instance_snapshots_create", name=instance, body={"name": name}, wait=True)
 
 
 @snapshot.command(name="list")
@@ -29,7 +28,7 @@ def snapshot_create(client: Client, instance: str, name: str) -> None:
 @click.pass_obj
 def snapshot_list(client: Client, instance: str, fmt: str) -> None:
     """List INSTANCE's snapshots."""
-    snaps = call(client, "instance_snapshots_list", name=instance, query={"recursion": 1})
+    snaps = client.call("instance_snapshots_list", name=instance, query={"recursion": 1})
     show(snaps, fmt, [("NAME", lambda s: s["name"]), ("TAKEN AT", lambda s: s["created_at"])])
 
 
@@ -39,7 +38,7 @@ def snapshot_list(client: Client, instance: str, fmt: str) -> None:
 @click.pass_obj
 def snapshot_restore(client: Client, instance: str, name: str) -> None:
     """Put INSTANCE's disk (and config) back to snapshot NAME; the instance must be stopped."""
-    call(client, "instance_put", name=instance, body={"restore": name}, wait=True)
+    client.call("instance_put", name=instance, body={"restore": name}, wait=True)
 
 
 @snapshot.command(name="delete")
@@ -48,4 +47,4 @@ def snapshot_restore(client: Client, instance: str, name: str) -> None:
 @click.pass_obj
 def snapshot_delete(client: Client, instance: str, name: str) -> None:
     """Delete snapshot NAME of INSTANCE."""
-    call(client, "instance_snapshot_delete", name=instance, snapshot=name, wait=True)
+    client.call("instance_snapshot_delete", name=instance, snapshot=name, wait=True)

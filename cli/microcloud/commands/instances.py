@@ -14,7 +14,6 @@ import click
 import yaml
 
 from microcloud.client import Client
-from microcloud.commands.instance_calls import call
 from microcloud.commands.instance_snapshots import snapshot
 from microcloud.output import format_option, show
 from microcloudd.api.errors import Conflict, InvalidArgument, MicrocloudError
@@ -47,7 +46,7 @@ def _create(client: Client, image: str, name: str, start: bool, cpu: int | None,
             "devices": devices, "start": start}
     if len(image) >= 12 and all(c in "0123456789abcdef" for c in image.lower()):
         body["source"] = {"type": "image", "fingerprint": image}
-    call(client, "instances_create", body=body, wait=True)
+    client.call("instances_create", body=body, wait=True)
 
 
 def _create_options(f: Any) -> Any:
@@ -86,7 +85,7 @@ def create(client: Client, image: str, name: str, cpu: int | None, memory: str |
 
 def _state(client: Client, names: tuple[str, ...], action: str, **extra: Any) -> None:
     for name in names:
-        call(client, "instance_state_put", name=name, body={"action": action, **extra}, wait=True)
+        client.call("instance_state_put", name=name, body={"action": action, **extra}, wait=True)
 
 
 @click.command()
@@ -125,12 +124,12 @@ def delete(client: Client, names: tuple[str, ...], force: bool) -> None:
     """Delete instances (a running one only with --force, which powers it off first)."""
     for name in names:
         try:
-            call(client, "instance_delete", name=name, wait=True)
+            client.call("instance_delete", name=name, wait=True)
         except Conflict:
             if not force:
                 raise Conflict(f"Instance {name} is running: stop it first, or use --force") from None
-            call(client, "instance_state_put", name=name, body={"action": "stop", "force": True}, wait=True)
-            call(client, "instance_delete", name=name, wait=True)
+            client.call("instance_state_put", name=name, body={"action": "stop", "force": True}, wait=True)
+            client.call("instance_delete", name=name, wait=True)
 
 
 def _ipv4(inst: dict[str, Any]) -> str:
@@ -149,7 +148,7 @@ COLUMNS = [("NAME", lambda i: i["name"]), ("STATUS", lambda i: i["status"].upper
 @click.pass_obj
 def list_(client: Client, filter: str, fmt: str) -> None:
     """List instances (optionally those whose name starts with FILTER)."""
-    show(call(client, "instances_list", query={"recursion": 2, "filter": filter}), fmt, COLUMNS)
+    show(client.call("instances_list", query={"recursion": 2, "filter": filter}), fmt, COLUMNS)
 
 
 @click.command()
@@ -158,7 +157,7 @@ def list_(client: Client, filter: str, fmt: str) -> None:
 @click.pass_obj
 def info(client: Client, name: str, fmt: str) -> None:
     """Show an instance: status, limits, devices, addresses, snapshots."""
-    inst = call(client, "instance_get", name=name, query={"recursion": 1})
+    inst = client.call("instance_get", name=name, query={"recursion": 1})
     if fmt != "table":
         show(inst, fmt)
         return
@@ -196,7 +195,7 @@ def config() -> None:
 @click.pass_obj
 def config_get(client: Client, name: str, key: str) -> None:
     """Print one config value."""
-    click.echo(call(client, "instance_get", name=name, query={"recursion": 0})["config"].get(key, ""))
+    click.echo(client.call("instance_get", name=name, query={"recursion": 0})["config"].get(key, ""))
 
 
 @config.command(name="set")
@@ -205,7 +204,7 @@ def config_get(client: Client, name: str, key: str) -> None:
 @click.pass_obj
 def config_set(client: Client, name: str, pairs: tuple[str, ...]) -> None:
     """Set config keys (limits.cpu, limits.memory, ...); applied live where possible, else at next start."""
-    call(client, "instance_patch", name=name, body={"config": _key_values(pairs)})
+    client.call("instance_patch", name=name, body={"config": _key_values(pairs)})
 
 
 @config.command(name="unset")
@@ -214,7 +213,7 @@ def config_set(client: Client, name: str, pairs: tuple[str, ...]) -> None:
 @click.pass_obj
 def config_unset(client: Client, name: str, key: str) -> None:
     """Remove a config key (back to its default)."""
-    call(client, "instance_patch", name=name, body={"config": {key: ""}})
+    client.call("instance_patch", name=name, body={"config": {key: ""}})
 
 
 @config.command(name="show")
@@ -222,7 +221,7 @@ def config_unset(client: Client, name: str, key: str) -> None:
 @click.pass_obj
 def config_show(client: Client, name: str) -> None:
     """Print the config, devices and description as YAML."""
-    inst = call(client, "instance_get", name=name, query={"recursion": 0})
+    inst = client.call("instance_get", name=name, query={"recursion": 0})
     click.echo(yaml.safe_dump({k: inst[k] for k in ("config", "devices", "profiles", "description")},
                               sort_keys=False).rstrip())
 
@@ -232,7 +231,7 @@ def config_show(client: Client, name: str) -> None:
 @click.pass_obj
 def config_edit(client: Client, name: str) -> None:
     """Edit config and devices in $EDITOR (or from stdin when it is not a terminal)."""
-    inst = call(client, "instance_get", name=name, query={"recursion": 0})
+    inst = client.call("instance_get", name=name, query={"recursion": 0})
     current = yaml.safe_dump({k: inst[k] for k in ("config", "devices", "profiles", "description")},
                              sort_keys=False)
     if sys.stdin.isatty():
@@ -248,7 +247,7 @@ def config_edit(client: Client, name: str) -> None:
         new = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise InvalidArgument(f"not valid YAML: {e}") from None
-    call(client, "instance_put", name=name, body={k: new.get(k) for k in ("config", "devices", "profiles",
+    client.call("instance_put", name=name, body={k: new.get(k) for k in ("config", "devices", "profiles",
                                                                         "description") if k in new},
          wait=True)
 
