@@ -36,8 +36,15 @@ def _status_text(s: dict[str, Any]) -> str:
     for section in ("storage", "network"):
         if s.get(section):
             lines.append(f"{section.capitalize() + ':':<17}" +
-                         ", ".join(f"{k}={v}" for k, v in s[section].items()))
+                         ", ".join(f"{k}={_brief(v)}" for k, v in s[section].items()))
     return "\n".join(lines)
+
+
+def _brief(v: Any) -> str:
+    """Lists of objects (pools, networks) by name in the summary; `--format yaml` has it all."""
+    if isinstance(v, list):
+        return ",".join(str(x.get("name", x)) if isinstance(x, dict) else str(x) for x in v) or "-"
+    return str(v)
 
 
 @click.command()
