@@ -194,7 +194,9 @@ class OvnNetworkDriver(NetworkDriver):
         if isinstance(done, PortInfo):
             return done
         info = await self.get_port(done.id)
-        if info.ipv4 is None and done.hostname:
+        if info.dynamic and done.hostname:
+            # Also when northd was quick enough that the address is already there: the DNS
+            # record of a dynamic address is written only once it is known.
             info = await self._wait_dynamic(done.id)
         return info
 
