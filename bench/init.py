@@ -21,29 +21,13 @@ from pathlib import Path
 
 from microcloudd.stack.purge import purge
 from tests.fixtures.daemon import RunningDaemon, start_daemon
-
-
-def tree(pid: int) -> list[int]:
-    kids: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            kids.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [pid], [pid]
-    while todo:
-        for c in kids.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
+from tests.support.proc import descendants
 
 
 def rss_by_name(pid: int) -> dict[str, int]:
     """RSS (bytes) per command name over the whole tree."""
     out: dict[str, int] = {}
-    for p in tree(pid):
+    for p in [pid, *descendants(pid)]:
         try:
             status = Path(f"/proc/{p}/status").read_text()
         except OSError:

@@ -23,30 +23,12 @@ import pytest
 
 from microcloudd.stack.purge import purge
 from tests.fixtures.daemon import REPO, RunningDaemon, start_daemon
+from tests.support.proc import descendants
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 COMPONENTS = {"database", "ovnnb_db", "ovnsb_db", "ovn-northd", "ovsdb-server", "ovs-vswitchd",
               "ovn-controller", "ceph-osd.0", "libvirtd"}
-
-
-def descendants(pid: int) -> set[int]:
-    """Every process below `pid` (QEMU is reparented to libvirtd's tini, still below us)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    out: set[int] = set()
-    todo = [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.add(c)
-            todo.append(c)
-    return out
 
 
 def alive(pid: int) -> bool:

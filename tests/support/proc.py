@@ -65,3 +65,22 @@ def start(spec: ProcessSpec, log_dir: Path) -> Running:
             raise RuntimeError(
                 f"{spec.name} not ready after {spec.ready_timeout}s: {log.read_text()[-2000:]}")
         time.sleep(0.05)
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid`, read from /proc (QEMU reparented to a subreaper included)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out: set[int] = set()
+    todo = [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.add(c)
+            todo.append(c)
+    return out
