@@ -11,6 +11,9 @@ import click
 FORMATS = ("table", "json", "yaml")
 format_option = click.option("--format", "fmt", type=click.Choice(FORMATS), default="table",
                              show_default=True, help="output format")
+# For `show` commands: one object, so YAML (readable) or JSON (for scripts), no table.
+show_format_option = click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml",
+                                  show_default=True, help="output format")
 
 
 def _cell(v: Any) -> str:

@@ -10,7 +10,7 @@ import click
 
 from microcloud.client import Client
 from microcloud.commands.transfer import upload, wait_with_progress
-from microcloud.output import dump, format_option, show
+from microcloud.output import dump, format_option, show, show_format_option
 from microcloudd.api import images as api
 from microcloudd.api.endpoints import BY_NAME
 
@@ -66,7 +66,7 @@ def list_(client: Client, fmt: str) -> None:
 
 @image.command("show")
 @click.argument("ref")
-@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
+@show_format_option
 @click.pass_obj
 def show_(client: Client, ref: str, fmt: str) -> None:
     """Show an image (alias, fingerprint or unique fingerprint prefix: the daemon resolves it)."""

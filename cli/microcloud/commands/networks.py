@@ -13,11 +13,8 @@ from typing import Any
 import click
 
 from microcloud.client import Client
-from microcloud.output import dump, format_option, show
+from microcloud.output import dump, format_option, show, show_format_option
 from microcloudd.api.errors import InvalidArgument, NotFound
-
-_SHOW_FORMAT = click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml",
-                            show_default=True, help="output format")
 
 
 def _pairs(items: Iterable[str], what: str = "config") -> dict[str, str]:
@@ -98,7 +95,7 @@ def list_(client: Client, fmt: str) -> None:
 
 @network.command("show")
 @click.argument("name")
-@_SHOW_FORMAT
+@show_format_option
 @click.pass_obj
 def show_(client: Client, name: str, fmt: str) -> None:
     """Show network NAME."""
@@ -186,7 +183,7 @@ def acl_list(client: Client, fmt: str) -> None:
 
 @acl.command("show")
 @click.argument("name")
-@_SHOW_FORMAT
+@show_format_option
 @click.pass_obj
 def acl_show(client: Client, name: str, fmt: str) -> None:
     """Show network ACL NAME."""
@@ -291,7 +288,7 @@ def forward_list(client: Client, network_name: str, fmt: str) -> None:
 @forward.command("show")
 @click.argument("network_name", metavar="NETWORK")
 @click.argument("listen_address")
-@_SHOW_FORMAT
+@show_format_option
 @click.pass_obj
 def forward_show(client: Client, network_name: str, listen_address: str, fmt: str) -> None:
     """Show a forward."""

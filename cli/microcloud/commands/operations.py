@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from microcloud.client import Client
-from microcloud.output import dump, format_option, show
+from microcloud.output import dump, format_option, show, show_format_option
 
 
 @click.group("operation")
@@ -29,7 +29,7 @@ def list_(client: Client, fmt: str) -> None:
 
 @operation.command("show")
 @click.argument("op_id")
-@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
+@show_format_option
 @click.pass_obj
 def show_(client: Client, op_id: str, fmt: str) -> None:
     """Show one operation."""

@@ -9,7 +9,7 @@ import click
 
 from microcloud.client import Client
 from microcloud.commands.transfer import download, upload, wait_with_progress
-from microcloud.output import dump, format_option, show
+from microcloud.output import dump, format_option, show, show_format_option
 from microcloudd.api.endpoints import BY_NAME
 from microcloudd.api.storage import parse_size
 
@@ -49,7 +49,7 @@ def list_(client: Client, fmt: str) -> None:
 
 @storage.command("show")
 @click.argument("pool")
-@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
+@show_format_option
 @click.pass_obj
 def show_(client: Client, pool: str, fmt: str) -> None:
     """Show a storage pool."""
@@ -58,7 +58,7 @@ def show_(client: Client, pool: str, fmt: str) -> None:
 
 @storage.command("info")
 @click.argument("pool")
-@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
+@show_format_option
 @click.pass_obj
 def info(client: Client, pool: str, fmt: str) -> None:
     """Show a storage pool's usage, quota and replication."""
@@ -138,7 +138,7 @@ def volume_list(client: Client, pool: str, fmt: str) -> None:
 @volume.command("show")
 @click.argument("name")
 @pool_option
-@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
+@show_format_option
 @click.pass_obj
 def volume_show(client: Client, name: str, pool: str, fmt: str) -> None:
     """Show a custom volume."""
