@@ -7,18 +7,25 @@ import asyncio
 import contextlib
 import logging
 
+from typing import TYPE_CHECKING
+
 from microcloudd.api.errors import MicrocloudError
-from microcloudd.drivers.compute.libvirt import LibvirtDriver
-from microcloudd.drivers.network.ovn import OvnNetworkDriver
-from microcloudd.drivers.storage.rbd import RBDDriver
 from microcloudd.services.cloud import Cloud
-from microcloudd.stack.components import LocalStack
+
+if TYPE_CHECKING:
+    from microcloudd.stack.components import LocalStack
 
 log = logging.getLogger(__name__)
 
 
 async def connect(cloud: Cloud, stack: LocalStack, secret_uuid: str) -> None:
     """Connect every driver (those already connected are kept); fill cloud.settings."""
+    # Imported here, not at module level: librados/librbd, libvirt and ovsdbapp's NB schema
+    # cost ~30 MB of RSS, which a daemon that is not initialised (or not yet) should not pay.
+    from microcloudd.drivers.compute.libvirt import LibvirtDriver
+    from microcloudd.drivers.network.ovn import OvnNetworkDriver
+    from microcloudd.drivers.storage.rbd import RBDDriver
+
     plan, owner = stack.plan, stack.plan.member
     access = await asyncio.to_thread(stack.ceph_access)
     cloud.settings.update({

@@ -8,10 +8,14 @@ whose end holds the uplink gateway address, and the host masquerades the uplink 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from microcloudd.components import ovs
 from microcloudd.drivers.network.base import UplinkSpec
-from microcloudd.drivers.network.host import HostNatUplink
 from microcloudd.stack.layout import Layout
+
+if TYPE_CHECKING:
+    from microcloudd.drivers.network.host import HostNatUplink
 
 
 def spec(lay: Layout, chassis: str) -> UplinkSpec:
@@ -22,6 +26,9 @@ def spec(lay: Layout, chassis: str) -> UplinkSpec:
 
 
 def host_nat(lay: Layout) -> HostNatUplink:
+    # pyroute2 (~9 MB) only when the uplink is wired, not when the daemon starts.
+    from microcloudd.drivers.network.host import HostNatUplink
+
     gateway = f"{next(lay.uplink_net.hosts())}/{lay.uplink_net.prefixlen}"
     return HostNatUplink(gateway=gateway, physical_network="uplink", bridge=lay.uplink_bridge,
                          name=f"mc{lay.tag}u")
