@@ -9,7 +9,8 @@ images/KEY/). The guest prints "MCTEST: ..." lines on its serial console: BOOT-O
 SEED instance-id=.. hostname=.. (from its NoCloud seed), LEASE ip=.. (udhcpc on eth0),
 HTTP-UP (busybox httpd on :80 serving the instance-id), READY ip=.., BLOCKDEVS [..] on disk
 changes; it stays up (kernel argument mctest.poweroff=N powers it off N s after READY) and
-powers off on the ACPI power button.
+powers off on the ACPI power button (ACPID-UP at boot, POWER-BUTTON when pressed), so a
+graceful `microcloud stop` works. Any change to scripts/testimage/ changes the cache key.
 """
 
 import argparse

@@ -17,14 +17,21 @@ while [ $i -lt 50 ]; do
   sleep 0.1; i=$((i+1))
 done
 
-# graceful shutdown: the ACPI power button (what libvirt's shutdown presses) powers off
+# graceful shutdown: the ACPI power button (what libvirt's shutdown presses) powers off.
+# `button` + `evdev` give the button an /dev/input/event* that busybox acpid reads.
 if [ -n "$(ls /dev/input/event* 2>/dev/null)" ]; then
-  # busybox acpid runs CONFDIR/<action> for an event matching the action file's key
+  # busybox acpid runs CONFDIR/<action> for an event whose description holds the key.
+  # It must stay in the foreground (-f) and log somewhere that exists: daemonised with its
+  # default /var/log/acpid.log (no /var here) it died silently and the button did nothing.
   mkdir -p /etc/acpi
   echo 'PWRF power' > /etc/acpid.conf
   printf '#!/bin/sh\necho "MCTEST: POWER-BUTTON" >/dev/console\nsync\npoweroff -f\n' > /etc/acpi/power
   chmod +x /etc/acpi/power
-  acpid -c /etc/acpi -a /etc/acpid.conf 2>/dev/null && say "ACPID-UP"
+  acpid -f -c /etc/acpi -a /etc/acpid.conf -l /dev/console &
+  sleep 0.2
+  if kill -0 $! 2>/dev/null; then say "ACPID-UP"; else say "ACPID-FAILED"; fi
+else
+  say "NO-POWER-BUTTON"
 fi
 
 # NoCloud seed: the volume labelled cidata
