@@ -80,6 +80,14 @@ class Runtime:
                 await self._task
             except (asyncio.CancelledError, MicrocloudError):
                 pass
+        # Guests go down with libvirtd, our child: shut them down gracefully first (bounded),
+        # each recorded RUNNING so the reconciler starts it again after our restart.
+        shutdown = getattr(self._instances, "shutdown_instances", None)
+        if shutdown is not None:
+            try:
+                await shutdown()
+            except MicrocloudError as e:
+                log.warning("shutting the instances down: %s", e)
         for attr in ("_instances", "_networks"):
             rec = getattr(self, attr)
             setattr(self, attr, None)
