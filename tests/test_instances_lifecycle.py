@@ -59,8 +59,11 @@ async def test_launch_defines_rbd_disk_ovs_port_and_seed(api: Api, cloud: Cloud)
                                             "start": True})
     inst = await api.ok("GET", "/1.0/instances/web1")
     assert inst["status"] == "Running" and inst["type"] == "virtual-machine" and inst["location"] == "m1"
-    assert inst["devices"]["root"] == {"type": "disk", "path": "/", "pool": cloud.settings["storage.pool"]}
-    assert inst["devices"]["eth0"]["network"] == NETWORK
+    # As LXD: root and eth0 come from the default profile; the instance's own devices are none.
+    assert inst["devices"] == {} and inst["profiles"] == ["default"]
+    assert inst["expanded_devices"]["root"] == {"type": "disk", "path": "/",
+                                                "pool": cloud.settings["storage.pool"]}
+    assert inst["expanded_devices"]["eth0"]["network"] == NETWORK
     port_id = inst["config"]["volatile.eth0.port"]
 
     root = domain_xml("web1")

@@ -40,10 +40,12 @@ async def ensure_ceph_secret(cloud: Cloud) -> None:
 
 async def realise(cloud: Cloud, rec: Instance, revert: Reverter | None = None) -> Instance:
     """Bring every backend object of `rec` into existence; returns the row, stage "created".
-    With `revert`, each new object is registered to be removed if a later step fails."""
+    With `revert`, each new object is registered to be removed if a later step fails.
+    The backends get the expansion (profiles applied); the row keeps the instance's own."""
     storage, compute = cloud.need_storage(), cloud.need_compute()
     cloud.need_network()
     db = cloud.need_db()
+    rec = instance_spec.expanded(cloud, rec)
     pool = instance_spec.root_pool(cloud, rec)
     name = rec.name
 
@@ -106,6 +108,7 @@ async def remove(cloud: Cloud, name: str) -> None:
     storage, compute = cloud.need_storage(), cloud.need_compute()
     if rec.stage != DELETING:
         rec = await db.update(Instance, name, stage=DELETING)
+    rec = instance_spec.expanded(cloud, rec)
     faults.point("delete.marked")
     await compute.undefine(name, if_exists=True, force=True)
     faults.point("delete.domain")

@@ -27,9 +27,10 @@ from microcloudd.drivers.storage import naming
 from microcloudd.drivers.storage.base import VolumeType
 from microcloudd.services import instance_config as ic
 from microcloudd.services import network_store
+from microcloudd.services import profile_expand as pe
 from microcloudd.services.cloud import Cloud
 
-DEFAULT_POOL = "remote"
+DEFAULT_POOL = pe.DEFAULT_POOL
 SEED_SUFFIX = "-cidata"  # the seed is the VM volume "<instance>-cidata": such names are reserved
 MAX_NAME = 63 - len(SEED_SUFFIX)
 
@@ -38,12 +39,18 @@ def default_pool(cloud: Cloud) -> str:
     return cloud.settings.get("storage.pool") or DEFAULT_POOL
 
 
+def expanded(cloud: Cloud, rec: Instance) -> Instance:
+    """The row with its profiles applied: what the backends realise (see profile_expand)."""
+    return pe.expanded(cloud, rec)
+
+
 def root_pool(cloud: Cloud, rec: Instance) -> str:
-    _, root = ic.root_device(rec.devices)
+    _, root = ic.root_device(expanded(cloud, rec).devices)
     return root.get("pool") or default_pool(cloud)
 
 
 def root_size(rec: Instance) -> int:
+    """The root disk's size in bytes (0: the image's); `rec` expanded."""
     _, root = ic.root_device(rec.devices)
     return ic.parse_size(root["size"], "root size") if root.get("size") else 0
 
@@ -62,7 +69,7 @@ def port_id(rec: Instance, device: str) -> str:
 
 
 def mac(rec: Instance, device: str) -> str:
-    return rec.config.get(f"volatile.{device}.hwaddr") or rec.devices[device].get("hwaddr", "")
+    return rec.config.get(f"volatile.{device}.hwaddr") or rec.devices.get(device, {}).get("hwaddr", "")
 
 
 def new_mac() -> str:
@@ -71,6 +78,7 @@ def new_mac() -> str:
 
 
 def port_specs(rec: Instance) -> list[PortSpec]:
+    """The OVN ports of `rec`'s NICs; `rec` expanded."""
     return [PortSpec(network=dev["network"], name=port_name(rec.name, n), id=port_id(rec, n), mac=mac(rec, n),
                      ipv4=dev.get("ipv4.address") or None, hostname=rec.name)
             for n, dev in ic.nic_devices(rec.devices).items()]
@@ -103,6 +111,7 @@ def console_log(cloud: Cloud, name: str) -> Path:
 
 
 def domain_spec(cloud: Cloud, rec: Instance) -> DomainSpec:
+    rec = expanded(cloud, rec)
     lim = ic.limits(rec.config)
     pool = root_pool(cloud, rec)
     bridge = cloud.settings.get("ovs.bridge") or "br-int"

@@ -1,4 +1,5 @@
-"""Changing an instance: config (limits) and devices (NICs, custom volumes, root size).
+"""Changing an instance: config (limits), devices (NICs, custom volumes, root size), profiles.
+Checks and backend work use the expansions (profile_expand) of the row before and after.
 
 The new row is validated and written first; then new ports and volume attachments are made,
 the persistent domain is re-defined from the row (so every change holds from the next start,
@@ -22,6 +23,7 @@ from microcloudd.services import instance_config as ic
 from microcloudd.services import instance_launch as launch
 from microcloudd.services import instance_spec as isp
 from microcloudd.services import instances, network_ports
+from microcloudd.services import profile_expand as pe
 from microcloudd.services.cloud import Cloud
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,7 @@ def _system_keys(config: dict[str, str]) -> dict[str, str]:
 
 
 async def plan(cloud: Cloud, rec: Instance, body: api.InstancePut, merge: bool) -> Instance:
-    """The row after the change (validated; nothing written yet)."""
+    """The row after the change (validated on its expansion; nothing written yet)."""
     launch.check_final(rec)
     user = {k: v for k, v in rec.config.items() if not k.startswith(ic.READONLY_PREFIXES)}
     if body.config is not None:
@@ -49,36 +51,64 @@ async def plan(cloud: Cloud, rec: Instance, body: api.InstancePut, merge: bool) 
     if body.devices is not None:
         devices = {**devices, **body.devices} if merge else {k: dict(v) for k, v in body.devices.items()}
     ic.check_devices(devices)
-    old_root_name, old_root = ic.root_device(rec.devices)
-    new_root_name, new_root = ic.root_device(devices)
+    profiles = pe.all_profiles(cloud)
+    names = list(body.profiles) if body.profiles is not None else list(rec.profiles)
+    pe.lookup(cloud, names, profiles)
+    old_x = pe.expanded(cloud, rec, profiles)
+    for dev in devices.values():
+        if dev.get("type") == "disk" and dev.get("path") == "/" and not dev.get("pool"):
+            dev["pool"] = _root_of(old_x)[1].get("pool", "")  # an own root without a pool stays put
+    new = msgspec.structs.replace(
+        rec, config={**user, **_system_keys(rec.config)}, devices=devices, profiles=names,
+        description=body.description if body.description is not None else rec.description)
+    new_x = pe.expanded(cloud, new, profiles)
+    await check_change(cloud, old_x, new_x)
+    return msgspec.structs.replace(new, config=instances._fill_volatile(rec.name, new.config, new_x.devices))
+
+
+def _root_of(rec: Instance) -> tuple[str, dict[str, str]]:
+    try:
+        return ic.root_device(rec.devices)
+    except InvalidArgument:
+        raise InvalidArgument(f"Instance {rec.name!r} would have no root disk (profiles: "
+                              f"{', '.join(rec.profiles) or 'none'})") from None
+
+
+async def check_change(cloud: Cloud, old: Instance, new: Instance) -> None:
+    """Refuse a change an existing instance cannot take; both rows expanded. Used for an
+    instance's own edits and for every user of an edited profile."""
+    ic.check_user_config(new.config, allow_volatile=True)
+    ic.check_devices(new.devices)
+    old_root_name, old_root = _root_of(old)
+    new_root_name, new_root = _root_of(new)
     if (new_root_name != old_root_name or new_root.get("pool", old_root.get("pool")) != old_root.get("pool")
             or new_root.get("path") != "/"):
-        raise InvalidArgument("The root disk cannot be replaced or moved to another pool")
-    new_root.setdefault("pool", old_root.get("pool", ""))
+        raise InvalidArgument(f"The root disk of instance {new.name!r} cannot be replaced or moved to "
+                              "another pool")
     if new_root.get("size") and old_root.get("size"):
         if ic.parse_size(new_root["size"], "root size") < ic.parse_size(old_root["size"], "root size"):
-            raise InvalidArgument("The root disk cannot shrink")
+            raise InvalidArgument(f"The root disk of instance {new.name!r} cannot shrink")
     db = cloud.need_db()
-    for name, dev in ic.nic_devices(devices).items():
-        if rec.devices.get(name) != dev and db.get_or_none(Network, dev["network"]) is None:
+    for name, dev in ic.nic_devices(new.devices).items():
+        if old.devices.get(name) != dev and db.get_or_none(Network, dev["network"]) is None:
             raise NotFound(f"Network {dev['network']!r} (device {name!r}) not found")
-        if name in rec.devices and rec.devices[name] != dev:
-            raise InvalidArgument(f"NIC {name!r} cannot be changed in place: remove it and add a new one")
-    added_volumes = {n: d for n, d in ic.volume_devices(devices).items() if rec.devices.get(n) != d}
-    await instances._check_references(cloud, {n: d for n, d in added_volumes.items()}, rec.name)
-    config = instances._fill_volatile(rec.name, {**user, **_system_keys(rec.config)}, devices)
-    return msgspec.structs.replace(
-        rec, config=config, devices=devices,
-        profiles=body.profiles if body.profiles is not None else rec.profiles,
-        description=body.description if body.description is not None else rec.description)
+        if name in old.devices and old.devices[name] != dev:
+            raise InvalidArgument(f"NIC {name!r} of instance {new.name!r} cannot be changed in place: "
+                                  "remove it and add a new one")
+    added_volumes = {n: d for n, d in ic.volume_devices(new.devices).items() if old.devices.get(n) != d}
+    await instances._check_references(cloud, added_volumes, new.name)
 
 
-async def apply(cloud: Cloud, old: Instance, new: Instance) -> Instance:
-    """Write `new` and bring the backends to it."""
+async def apply(cloud: Cloud, old: Instance, new: Instance, *,
+                profiles_before: pe.Profiles | None = None) -> Instance:
+    """Write row `new` and bring the backends from `old`'s expansion to `new`'s.
+    `profiles_before`: the profiles `old` was expanded with, when a profile edit changed them."""
     db, storage, compute = cloud.need_db(), cloud.need_storage(), cloud.need_compute()
     name = new.name
+    old = pe.expanded(cloud, old, profiles_before)
     stored = await db.update(Instance, name, config=new.config, devices=new.devices, profiles=new.profiles,
                              description=new.description)
+    new = pe.expanded(cloud, stored)
     running = (await compute.state(name)).state is not PowerState.STOPPED
     old_nics, new_nics = ic.nic_devices(old.devices), ic.nic_devices(new.devices)
     old_vols, new_vols = ic.volume_devices(old.devices), ic.volume_devices(new.devices)

@@ -14,6 +14,7 @@ from microcloudd.drivers.network.base import PortInfo
 from microcloudd.services import instance_config as ic
 from microcloudd.services import instance_launch as launch
 from microcloudd.services import instance_spec as isp
+from microcloudd.services import profile_expand as pe
 from microcloudd.services.cloud import Cloud
 
 STATUS_CODES = {"Running": 103, "Stopped": 102, "Frozen": 110, "Error": 112, "Pending": 105,
@@ -40,12 +41,14 @@ def user_config(rec: Instance) -> dict[str, str]:
     return dict(rec.config)
 
 
-def instance(rec: Instance, status: str | None = None, cls: type[api.Instance] = api.Instance,
-             **extra: Any) -> Any:
+def instance(rec: Instance, expanded: Instance, status: str | None = None,
+             cls: type[api.Instance] = api.Instance, **extra: Any) -> Any:
+    """The API object of row `rec`; `expanded` is it with its profiles applied (profile_expand)."""
     status = status or recorded_status(rec)
     return cls(
         name=rec.name, type=rec.type, status=status, status_code=STATUS_CODES[status], architecture=ARCH,
-        config=rec.config, devices=rec.devices, expanded_config=rec.config, expanded_devices=rec.devices,
+        config=rec.config, devices=rec.devices, expanded_config=expanded.config,
+        expanded_devices=expanded.devices,
         profiles=list(rec.profiles), description=rec.description, created_at=rec.created_at,
         location=rec.location or "none", **extra,
     )
@@ -60,6 +63,7 @@ def snapshot(s: InstanceSnapshot) -> api.InstanceSnapshot:
 
 def state(rec: Instance, dom: DomainStatus | None, ports: dict[str, PortInfo],
           virt: str) -> api.InstanceState:
+    """`rec` expanded: its NICs include its profiles' ones."""
     status = _POWER[dom.state] if dom is not None and rec.stage == launch.CREATED else recorded_status(rec)
     net: dict[str, api.NetworkState] = {}
     for dev in ic.nic_devices(rec.devices):
@@ -88,7 +92,7 @@ async def domains(cloud: Cloud) -> dict[str, DomainStatus]:
 
 
 async def ports(cloud: Cloud, recs: list[Instance]) -> dict[str, PortInfo]:
-    """The OVN ports of these instances, by port id: one NB read per network in use."""
+    """The OVN ports of these (expanded) instances, by port id: one NB read per network in use."""
     if cloud.network is None:
         return {}
     networks = {d["network"] for r in recs for d in ic.nic_devices(r.devices).values()}
@@ -101,16 +105,27 @@ async def ports(cloud: Cloud, recs: list[Instance]) -> dict[str, PortInfo]:
     return out
 
 
+def expand_all(cloud: Cloud, recs: list[Instance]) -> list[Instance]:
+    """Each row expanded, the profiles read once for all of them."""
+    profiles = pe.all_profiles(cloud)
+    return [pe.expanded(cloud, r, profiles) for r in recs]
+
+
+def instances(cloud: Cloud, recs: list[Instance], cls: type[api.Instance] = api.Instance) -> list[Any]:
+    return [instance(r, x, cls=cls) for r, x in zip(recs, expand_all(cloud, recs), strict=True)]
+
+
 async def full(cloud: Cloud, recs: list[Instance]) -> list[api.InstanceFull]:
+    expanded = expand_all(cloud, recs)
     doms = await domains(cloud)
-    port_map = await ports(cloud, recs)
+    port_map = await ports(cloud, expanded)
     virt = cloud.compute.virt_type if cloud.compute is not None else ""
     db = cloud.need_db()
     out = []
-    for rec in recs:
-        st = state(rec, doms.get(rec.name), port_map, virt)
+    for rec, x in zip(recs, expanded, strict=True):
+        st = state(x, doms.get(rec.name), port_map, virt)
         snaps = [snapshot(s) for s in db.find(InstanceSnapshot, instance=rec.name)]
-        out.append(instance(rec, st.status, api.InstanceFull, state=st, snapshots=snaps, backups=[]))
+        out.append(instance(rec, x, st.status, api.InstanceFull, state=st, snapshots=snaps, backups=[]))
     return out
 
 

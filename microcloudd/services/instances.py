@@ -22,6 +22,7 @@ from microcloudd.services import instance_config as ic
 from microcloudd.services import instance_launch as launch
 from microcloudd.services import instance_spec as isp
 from microcloudd.services import instance_view as view
+from microcloudd.services import profile_expand as pe
 from microcloudd.services.cloud import Cloud
 from microcloudd.services.instance_locks import locks
 
@@ -67,7 +68,8 @@ async def _check_references(cloud: Cloud, devices: dict[str, dict[str, str]], na
 
 
 def _fill_volatile(name: str, config: dict[str, str], devices: dict[str, dict[str, str]]) -> dict[str, str]:
-    """Choose MACs and OVN port ids of new NICs now, so every retry makes the same objects."""
+    """Choose MACs and OVN port ids of new NICs now, so every retry makes the same objects.
+    `devices` are the expanded ones (a profile's NICs get their ids in the instance's config)."""
     out = dict(config)
     for dev_name, dev in ic.nic_devices(devices).items():
         out.setdefault(f"volatile.{dev_name}.hwaddr", (dev.get("hwaddr") or isp.new_mac()).lower())
@@ -79,8 +81,19 @@ def _fill_volatile(name: str, config: dict[str, str], devices: dict[str, dict[st
     return out
 
 
+def _root_of(devices: dict[str, dict[str, str]], profiles: list[str]) -> tuple[str, dict[str, str]]:
+    try:
+        return ic.root_device(devices)
+    except InvalidArgument:
+        applied = ", ".join(profiles) or "none"
+        raise InvalidArgument(f"The instance has no root disk once its profiles ({applied}) are applied: "
+                              "give it a profile with one, or a device such as "
+                              "root: {type: disk, path: /, pool: POOL}") from None
+
+
 async def prepare(cloud: Cloud, body: api.InstancesPost) -> Instance:
-    """Validate a create request and build its row; raises before anything exists."""
+    """Validate a create request and build its row; raises before anything exists.
+    The row keeps the request's own config and devices; the checks run on the expansion."""
     db = cloud.need_db()
     name = check_instance_name(body.name)
     if body.type not in ("virtual-machine", ""):
@@ -89,35 +102,41 @@ async def prepare(cloud: Cloud, body: api.InstancesPost) -> Instance:
     if db.get_or_none(Instance, name) is not None:
         raise AlreadyExists(f"Instance {name!r} already exists", name=name)
     image = resolve_image(cloud, body.source)
+    profile_names = list(body.profiles) if body.profiles is not None else [pe.DEFAULT]
+    profiles = pe.lookup(cloud, profile_names)
     ic.check_user_config(body.config)
     devices = {k: dict(v) for k, v in body.devices.items()}
     ic.check_devices(devices)
-    if not any(d.get("type") == "disk" and d.get("path") == "/" for d in devices.values()):
-        devices["root"] = {"type": "disk", "path": "/", "pool": image.pool or isp.default_pool(cloud)}
-    _, root = ic.root_device(devices)
-    root.setdefault("pool", image.pool or isp.default_pool(cloud))
-    if image.pool and root["pool"] != image.pool:
+    image_pool = image.pool or isp.default_pool(cloud)
+    own_root = next((d for d in devices.values() if d.get("type") == "disk" and d.get("path") == "/"), None)
+    if own_root is not None and not own_root.get("pool"):
+        # An own root disk without a pool (a size, say) stays where the profiles' root is.
+        inherited = next((d for d in pe.expand_devices(profiles, {}).values()
+                          if d.get("type") == "disk" and d.get("path") == "/"), {})
+        own_root["pool"] = inherited.get("pool") or image_pool
+    config = pe.expand_config(profiles, body.config)
+    all_devices = pe.expand_devices(profiles, devices)
+    ic.check_user_config(config)
+    ic.check_devices(all_devices)
+    _, root = _root_of(all_devices, profile_names)
+    if image.pool and root.get("pool", image_pool) != image.pool:
         raise InvalidArgument(f"The root disk must be in pool {image.pool!r}, where image "
                               f"{image.fingerprint[:12]} is (requested {root['pool']!r})")
     if root.get("size") and ic.parse_size(root["size"], "root size") < image.size:
         raise InvalidArgument(f"Root disk size {root['size']} is smaller than the image ({image.size} bytes)")
-    default_net = cloud.settings.get("network.default")
-    if default_net and not ic.nic_devices(devices) and "eth0" not in devices:
-        devices["eth0"] = {"type": "nic", "network": default_net, "name": "eth0"}
-    await _check_references(cloud, devices, name)
+    await _check_references(cloud, all_devices, name)
     instance_uuid = str(uuidlib.uuid4())
-    config = {
+    own_config = {
         **body.config,
         **{f"image.{k}": v for k, v in image.properties.items()},
         "volatile.base_image": image.fingerprint,
         "volatile.uuid": instance_uuid,
         "volatile.cloud-init.instance-id": str(uuidlib.uuid4()),
     }
-    config = _fill_volatile(name, config, devices)
+    own_config = _fill_volatile(name, own_config, all_devices)
     return Instance(name=name, uuid=instance_uuid, type="virtual-machine",
                     status="Running" if body.start else "Stopped", location=cloud.server_name,
-                    image=image.fingerprint, config=config, devices=devices,
-                    profiles=body.profiles if body.profiles is not None else ["default"],
+                    image=image.fingerprint, config=own_config, devices=devices, profiles=profile_names,
                     description=body.description, created_at=now(), stage=launch.CREATING)
 
 
@@ -172,7 +191,7 @@ async def list_instances(cloud: Cloud, recursion: int, flt: str = "") -> list[An
     if recursion <= 0:
         return [view.url(r.name) for r in recs]
     if recursion == 1:
-        return [view.instance(r) for r in recs]
+        return view.instances(cloud, recs)
     return await view.full(cloud, recs)
 
 
@@ -180,7 +199,7 @@ async def get(cloud: Cloud, name: str, recursion: int) -> Any:
     rec = get_record(cloud, name)
     if recursion >= 1:
         return (await view.full(cloud, [rec]))[0]
-    return view.instance(rec, cls=api.InstanceFull)
+    return view.instances(cloud, [rec], cls=api.InstanceFull)[0]
 
 
 async def state(cloud: Cloud, name: str) -> api.InstanceState:
