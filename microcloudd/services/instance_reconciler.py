@@ -1,7 +1,8 @@
 """The per-member instance reconciler, and libvirt's events turned into lifecycle events.
 
-    reconciler = await start(cloud)      # runs one pass now, then every `interval` seconds
-    ...
+    reconciler = await start(cloud)      # starts the instances that should run (instance_autostart),
+    ...                                  # runs one pass now, then every `interval` seconds
+    await reconciler.shutdown_instances()  # the daemon's graceful stop: guests down, state kept
     await reconciler.stop()
 
 A pass, for the instances this member owns (their row's `location`):
@@ -9,7 +10,7 @@ A pass, for the instances this member owns (their row's `location`):
   launch steps, or, if that fails, cleanly removed; a row "deleting" is removed;
 - a created row whose domain disappeared (libvirt lost it) gets it re-defined (and started if
   it should run); a domain found stopped where the row says running means the guest powered
-  off while we were away: the row follows;
+  off while we were away: the row follows (after the first pass has started what should run);
 and for everything tagged ours: a domain, a root disk or seed, or an OVN port of an
 instance port with no row (or an id no row knows) is an orphan of a crash and is removed.
 Instances whose lock is held (API work in flight) are skipped.
@@ -27,6 +28,7 @@ from microcloudd.db.records import Image, Instance
 from microcloudd.drivers.compute.base import EventSubscription
 from microcloudd.drivers.compute.types import EventKind, LifecycleEvent, PowerState
 from microcloudd.drivers.storage.base import VolumeType
+from microcloudd.services import instance_autostart as autostart
 from microcloudd.services import instance_launch as launch
 from microcloudd.services import instance_spec as isp
 from microcloudd.services import instance_view as view
@@ -49,6 +51,7 @@ class Report:
     redefined: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)  # "domain x", "volume pool/x", "port <id>"
     errors: list[str] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)  # by the member's start (autostart)
 
 
 class InstanceReconciler:
@@ -56,6 +59,8 @@ class InstanceReconciler:
         self.cloud, self.interval = cloud, interval
         self._tasks: list[asyncio.Task[None]] = []
         self._pass_lock = asyncio.Lock()
+        self._booted = False  # the first pass starts what should run (instance_autostart)
+        self._stopping = False  # the daemon is shutting its guests down: their stops are not the users'
 
     async def start(self) -> None:
         try:  # the key QEMU opens RBD images with; once per start, it outlives us in libvirt
@@ -76,6 +81,12 @@ class InstanceReconciler:
                 await t
         self._tasks = []
 
+    async def shutdown_instances(self, budget: float = autostart.SHUTDOWN_BUDGET) -> list[str]:
+        """The daemon's graceful stop: no more passes; running guests shut down, recorded RUNNING."""
+        self._stopping = True
+        async with self._pass_lock:  # let a pass in flight finish; none starts after this
+            return await autostart.shutdown_instances(self.cloud, budget)
+
     async def _periodic(self) -> None:
         while True:
             try:
@@ -90,8 +101,13 @@ class InstanceReconciler:
     async def run_once(self) -> Report:
         async with self._pass_lock:
             report = Report()
+            if self._stopping:
+                return report
             cloud = self.cloud
             db = cloud.need_db()
+            if not self._booted:  # before the row of a guest that died with us follows it
+                report.started = await autostart.start_instances(cloud)
+                self._booted = True
             for rec in sorted(db.all(Instance), key=lambda r: r.name):
                 if rec.location != cloud.server_name or locks(cloud).busy(rec.name):
                     continue
@@ -168,7 +184,8 @@ class InstanceReconciler:
             # NIC any more); OVN ports nobody recorded are the network reconciler's.
             for port in network_store.ports(db):
                 rec = db.get_or_none(Instance, port.instance)
-                wanted = rec is not None and rec.devices.get(port.device, {}).get("network") == port.network
+                wanted = rec is not None and \
+                    isp.expanded(cloud, rec).devices.get(port.device, {}).get("network") == port.network
                 if not wanted and not locks(cloud).busy(port.instance):
                     await self._quietly(report, f"port {port.id} ({port.instance}/{port.device})",
                                         network_ports.detach_port(cloud, port.network, port.instance,
@@ -204,10 +221,13 @@ class InstanceReconciler:
         action = _LIFECYCLE.get(ev.kind)
         if action:
             cloud.events.lifecycle(action, view.url(rec.name))
-        # The guest powered itself off (no action of ours in flight): the row follows.
-        if ev.kind == EventKind.STOPPED and rec.status != "Stopped" and not locks(cloud).busy(rec.name) \
-                and rec.stage == launch.CREATED:
-            await cloud.db.update(Instance, rec.name, status="Stopped")
+        # The guest powered itself off (no action of ours in flight): the row follows, and a
+        # daemon restart leaves it off. (A stop of our own holds the lock or `_stopping`.)
+        recorded = rec.status == "Stopped" and rec.config.get(autostart.LAST_STATE) == autostart.STOPPED
+        if ev.kind == EventKind.STOPPED and not recorded and not locks(cloud).busy(rec.name) \
+                and not self._stopping and rec.stage == launch.CREATED:
+            await cloud.db.update(Instance, rec.name, status="Stopped",
+                                  config=autostart.with_state(rec.config, autostart.STOPPED))
 
 
 async def start(cloud: Cloud, interval: float = DEFAULT_INTERVAL) -> InstanceReconciler:
