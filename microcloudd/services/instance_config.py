@@ -20,6 +20,8 @@ USER_KEYS = re.compile(r"^(limits\.cpu|limits\.memory|boot\.autostart|user\.[\w.
                        r"|security\.secureboot|environment\.[\w.-]+)$")
 READONLY_PREFIXES = ("volatile.", "image.")
 DEVICE_TYPES = ("disk", "nic")
+TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")  # LXD's boolean spellings
+BOOL_KEYS = ("boot.autostart", "security.secureboot")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTPE]?i?B?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
           "t": 1000**4, "tb": 1000**4, "p": 1000**5, "pb": 1000**5, "kib": 1 << 10, "mib": 1 << 20,
@@ -84,6 +86,8 @@ def check_user_config(config: dict[str, str], *, allow_volatile: bool = False) -
         if not USER_KEYS.match(key):
             raise InvalidArgument(f"unknown config key {key!r} (supported: limits.cpu, limits.memory, "
                                   "boot.autostart, cloud-init.*, user.*, environment.*)")
+        if key in BOOL_KEYS and value.strip().lower() not in TRUE + FALSE:
+            raise InvalidArgument(f"config {key!r} must be true or false, not {value!r}")
     limits(config)
 
 

@@ -1,8 +1,9 @@
 """Power actions (`PUT /1.0/instances/{name}/state`): start, stop, restart, freeze, unfreeze.
 
 The wanted status is recorded in the row first (so the reconciler and libvirt's events know
-a stop was asked for), then libvirt is told. A domain missing under a created row (libvirt
-lost it) is re-defined from the row before a start.
+a stop was asked for), with the last power state a daemon restart goes by (start, restart:
+RUNNING; stop: STOPPED; see instance_autostart), then libvirt is told. A domain missing under
+a created row (libvirt lost it) is re-defined from the row before a start.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from microcloudd.api.server import Operation
 from microcloudd.db.records import Instance
 from microcloudd.drivers.compute.types import PowerState
 from microcloudd.operations import OperationContext
+from microcloudd.services import instance_autostart as autostart
 from microcloudd.services import instance_launch as launch
 from microcloudd.services import instance_spec as isp
 from microcloudd.services import instance_view as view
@@ -76,10 +78,12 @@ async def run(cloud: Cloud, name: str, action: str, *, force: bool = False,
     await _check(cloud, rec, action)  # again, under the lock: another action may have won
     if action == "start":
         await ensure_domain(cloud, rec)
-        await db.update(Instance, name, status="Running")
+        await db.update(Instance, name, status="Running",
+                        config=autostart.with_state(rec.config, autostart.RUNNING))
         await compute.start(name)
     elif action == "stop":
-        await db.update(Instance, name, status="Stopped")
+        await db.update(Instance, name, status="Stopped",
+                        config=autostart.with_state(rec.config, autostart.STOPPED))
         await compute.stop(name, force=force, grace=grace)
     elif action == "restart":
         if force:
@@ -91,6 +95,7 @@ async def run(cloud: Cloud, name: str, action: str, *, force: bool = False,
             await compute.stop(name, grace=grace)
             await db.update(Instance, name, status="Running")
             await compute.start(name)
+        await autostart.record(cloud, name, autostart.RUNNING)
         cloud.events.lifecycle("instance-restarted", view.url(name))
     elif action == "freeze":
         await compute.freeze(name)
