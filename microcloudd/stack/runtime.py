@@ -10,26 +10,18 @@ build the drivers, run the reconcilers, stop it all; summaries for `microcloud s
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 from typing import Any
 
 from microcloudd.api.errors import MicrocloudError
 from microcloudd.components.supervisor import Supervisor
 from microcloudd.init import record
+from microcloudd.services import instance_reconciler, network_reconciler, networks, storage_pools
 from microcloudd.services.cloud import Cloud
 from microcloudd.stack import drivers
 from microcloudd.stack.components import LocalStack
 
 log = logging.getLogger(__name__)
-
-
-def _service(name: str) -> Any:
-    """A services module that may not exist in this build yet (areas land in parallel)."""
-    try:
-        return importlib.import_module(f"microcloudd.services.{name}")
-    except ImportError:
-        return None
 
 
 class Runtime:
@@ -64,12 +56,10 @@ class Runtime:
         """Drivers in, reconcilers running: the member serves its whole API."""
         rec = record.load(self.cloud.state_dir)
         await drivers.connect(self.cloud, stack, rec.secret_uuid)
-        inst = _service("instance_reconciler")
-        if inst is not None and self._instances is None:
-            self._instances = await inst.start(self.cloud)
-        net = _service("network_reconciler")
-        if net is not None and self._networks is None:
-            self._networks = net.start_reconciler(self.cloud)
+        if self._instances is None:
+            self._instances = await instance_reconciler.start(self.cloud)
+        if self._networks is None:
+            self._networks = network_reconciler.start_reconciler(self.cloud)
         self.state = "running"
         log.info("member %s is ready", stack.plan.member)
 
@@ -102,12 +92,10 @@ class Runtime:
     async def summaries(self) -> tuple[dict[str, Any], dict[str, Any]]:
         storage: dict[str, Any] = {}
         network: dict[str, Any] = {}
-        pools, nets = _service("storage_pools"), _service("networks")
         try:
-            if pools is not None and self.cloud.db is not None:
-                storage = await asyncio.wait_for(pools.summary(self.cloud), 5)
-            if nets is not None:
-                network = dict(nets.summary(self.cloud))
+            if self.cloud.db is not None:
+                storage = await asyncio.wait_for(storage_pools.summary(self.cloud), 5)
+            network = dict(networks.summary(self.cloud))
         except (MicrocloudError, TimeoutError) as e:
             storage = storage or {"available": False, "message": str(e)}
         return storage, network
