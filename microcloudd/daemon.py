@@ -33,7 +33,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from microcloudd import __version__, hostinfo, logsetup
+from microcloudd import __version__, hostinfo, logsetup, malloc
 from microcloudd.api import endpoints
 from microcloudd.api.declare import Op
 from microcloudd.api.errors import MicrocloudError
@@ -224,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=__version__)
     args = parser.parse_args(argv)
     logsetup.setup(args.debug)
+    malloc.limit_arenas()
     state_dir = (args.state_dir or default_state_dir()).absolute()
     try:
         asyncio.run(run(state_dir, args.server_name, args.db_address))
