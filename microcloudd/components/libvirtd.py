@@ -12,6 +12,9 @@ reaped at once instead of by a lazy PID 1) -> sh wrapper -> libvirtd in the fore
 libvirtd leaves guests running when it exits, so on SIGTERM the wrapper first stops every QEMU
 it started (pid files in /run/libvirt/qemu), then libvirtd: stopping the component never
 leaves a QEMU behind. Shut guests down gracefully through the driver before that if they matter.
+tini has PDEATHSIG (the Supervisor's), but its children do not: the wrapper runs under
+`setpriv --pdeathsig TERM`, so when microcloudd (hence tini) is SIGKILLed the wrapper gets
+SIGTERM and runs the same stop, instead of libvirtd and QEMU living on without us.
 
 libvirt plugs VM NICs into OVS by running `ovs-vsctl`, which finds our OVS through
 `OVS_RUNDIR` in libvirtd's environment.
@@ -184,7 +187,7 @@ def libvirtd_spec(state_dir: Path, *, ovs_rundir: Path | None = None, netns: str
         return paths.socket.exists() and await socket_answers(paths.uri)
 
     argv = ["unshare", "-m", "--propagation", "private",
-            "tini", "-s", "--", "sh", "-c", _wrapper_script(paths)]
+            "tini", "-s", "--", "setpriv", "--pdeathsig", "TERM", "sh", "-c", _wrapper_script(paths)]
     if netns is not None:
         argv = ["ip", "netns", "exec", netns, *argv]  # exec's in place: the pid stays ours
     return ProcessSpec(
