@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from microcloudd.api import images, init, instances, networks, server, storage
+from microcloudd.api import images, init, instances, networks, profiles, server, storage
 from microcloudd.api.declare import Op
 
-ALL: tuple[Op, ...] = (*server.OPS, *images.OPS, *storage.OPS, *networks.OPS, *instances.OPS, *init.OPS)
+ALL: tuple[Op, ...] = (*server.OPS, *images.OPS, *storage.OPS, *networks.OPS, *profiles.OPS, *instances.OPS,
+                       *init.OPS)
 
 BY_NAME: dict[str, Op] = {op.name: op for op in ALL}

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from microcloudd.rest.handlers import images, init, instances, networks, storage
+from microcloudd.rest.handlers import images, init, instances, networks, profiles, storage
 from microcloudd.services.cloud import Cloud
 
-AREAS: list[Callable[[Cloud], object]] = [images.make, storage.make, networks.make, instances.make, init.make]
+AREAS: list[Callable[[Cloud], object]] = [images.make, storage.make, networks.make, profiles.make,
+                                          instances.make, init.make]
