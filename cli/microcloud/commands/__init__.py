@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from microcloud.commands import images, init, instances, networks, operations, server, storage
+from microcloud.commands import images, init, instances, networks, operations, profiles, server, storage
 
 COMMANDS: list[click.Command] = [
     *server.COMMANDS, *operations.COMMANDS, *images.COMMANDS, *storage.COMMANDS, *networks.COMMANDS,
-    *instances.COMMANDS, *init.COMMANDS,
+    *profiles.COMMANDS, *instances.COMMANDS, *init.COMMANDS,
 ]

@@ -30,7 +30,8 @@ def _key_values(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 def _create(client: Client, image: str, name: str, start: bool, cpu: int | None, memory: str | None,
-            network: str | None, storage: str | None, config: tuple[str, ...]) -> None:
+            network: str | None, storage: str | None, config: tuple[str, ...], profiles: tuple[str, ...],
+            no_profiles: bool) -> None:
     cfg = _key_values(config)
     if cpu is not None:
         cfg["limits.cpu"] = str(cpu)
@@ -41,9 +42,12 @@ def _create(client: Client, image: str, name: str, start: bool, cpu: int | None,
         devices["eth0"] = {"type": "nic", "network": network, "name": "eth0"}
     if storage:
         devices["root"] = {"type": "disk", "path": "/", "pool": storage}
-    body = {"name": name, "type": "virtual-machine", "source": {"type": "image", "alias": image},
-            "config": cfg,
-            "devices": devices, "start": start}
+    body: dict[str, Any] = {"name": name, "type": "virtual-machine", "config": cfg, "devices": devices,
+                            "source": {"type": "image", "alias": image}, "start": start}
+    if profiles and no_profiles:
+        raise InvalidArgument("--profile and --no-profiles exclude each other")
+    if profiles or no_profiles:  # as lxc: -p replaces the default profile; none given: the server's default
+        body["profiles"] = list(profiles)
     if len(image) >= 12 and all(c in "0123456789abcdef" for c in image.lower()):
         body["source"] = {"type": "image", "fingerprint": image}
     client.call("instances_create", body=body, wait=True)
@@ -58,6 +62,9 @@ def _create_options(f: Any) -> Any:
         click.option("--storage", help="storage pool of the root disk"),
         click.option("-c", "--config", "config", multiple=True, metavar="KEY=VALUE",
                      help="config (repeatable)"),
+        click.option("-p", "--profile", "profiles", multiple=True, metavar="PROFILE",
+                     help="profile to apply, in order (repeatable; default: the default profile)"),
+        click.option("--no-profiles", is_flag=True, help="apply no profile (give the devices yourself)"),
     ]):
         f = opt(f)
     return f
@@ -67,9 +74,10 @@ def _create_options(f: Any) -> Any:
 @_create_options
 @click.pass_obj
 def launch(client: Client, image: str, name: str, cpu: int | None, memory: str | None, network: str | None,
-           storage: str | None, config: tuple[str, ...]) -> None:
+           storage: str | None, config: tuple[str, ...], profiles: tuple[str, ...],
+           no_profiles: bool) -> None:
     """Create a virtual machine NAME from IMAGE (alias or fingerprint) and start it."""
-    _create(client, image, name, True, cpu, memory, network, storage, config)
+    _create(client, image, name, True, cpu, memory, network, storage, config, profiles, no_profiles)
     click.echo(f"Instance {name} launched")
 
 
@@ -77,9 +85,10 @@ def launch(client: Client, image: str, name: str, cpu: int | None, memory: str |
 @_create_options
 @click.pass_obj
 def create(client: Client, image: str, name: str, cpu: int | None, memory: str | None, network: str | None,
-           storage: str | None, config: tuple[str, ...]) -> None:
+           storage: str | None, config: tuple[str, ...], profiles: tuple[str, ...],
+           no_profiles: bool) -> None:
     """Create a virtual machine NAME from IMAGE without starting it (LXD's `lxc init`)."""
-    _create(client, image, name, False, cpu, memory, network, storage, config)
+    _create(client, image, name, False, cpu, memory, network, storage, config, profiles, no_profiles)
     click.echo(f"Instance {name} created")
 
 
@@ -162,14 +171,15 @@ def info(client: Client, name: str, fmt: str) -> None:
         show(inst, fmt)
         return
     st = inst.get("state") or {}
-    cfg = inst["config"]
+    cfg = inst["expanded_config"]  # what applies: the profiles' keys under the instance's own
     lines = [f"Name: {inst['name']}", f"Status: {inst['status']}", f"Type: virtual-machine"
              f"{' (software emulation)' if st.get('virtualization') == 'qemu' else ''}",
              f"Location: {inst['location']}", f"Created: {inst['created_at']}",
              f"Image: {cfg.get('volatile.base_image', '')[:12]}",
+             f"Profiles: {', '.join(inst['profiles']) or '-'}",
              f"Limits: cpu={cfg.get('limits.cpu', '1')} memory={cfg.get('limits.memory', '1GiB')}",
              "Devices:"]
-    for dev, d in sorted(inst["devices"].items()):
+    for dev, d in sorted(inst["expanded_devices"].items()):
         lines.append(f"  {dev}: " + ", ".join(f"{k}={v}" for k, v in sorted(d.items())))
     if st.get("network"):
         lines.append("Network:")
