@@ -155,7 +155,7 @@ async def fill(cloud: Cloud, total: int) -> None:
         async with cloud.db.transaction() as txn:
             for i in range(start, min(total, start + 100)):
                 name = f"l{i:05d}"
-                devices = template.devices
+                devices = isp.expanded(cloud, template).devices  # the default profile's NIC needs ids too
                 config = instances._fill_volatile(name, {k: v for k, v in template.config.items()
                                                          if not k.endswith((".hwaddr", ".port"))}, devices)
                 rec = msgspec.structs.replace(template, name=name, uuid=str(uuid.uuid4()), config=config,
