@@ -19,7 +19,8 @@ class Disk(msgspec.Struct, kw_only=True):
     size: int  # bytes
     model: str = ""
     type: str = "disk"  # disk, partition
-    in_use: str = ""  # why it cannot be used ("mounted at /", "has partitions", "swap"...), or ""
+    in_use: str = ""  # why it cannot be used ("mounted at /", "held by dm-0", "swap"...), or ""
+    contents: str = ""  # what `wipe: true` would erase ("ext4 file system", "gpt partition table"), or ""
     read_only: bool = False
 
 
@@ -33,14 +34,19 @@ class CephExternal(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class StoragePlan(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pool: str = "remote"
-    disks: list[str] = []  # whole disks or partitions for Ceph OSDs
+    disks: list[str] = []  # whole disks or partitions for Ceph OSDs (BlueStore on the raw device)
+    wipe: bool = False  # erase file systems / partition tables found on `disks` (never a mounted one)
     file_osd_size: int = 0  # bytes of a file-backed OSD under the state dir (0: none)
     ceph: CephExternal | None = None  # use this cluster instead of running our own
 
 
 class NetworkPlan(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str = "default"
-    uplink: str = "nat"  # "nat": the host NAT uplink; else a host interface name
+    uplink: str = "nat"  # "nat": the host NAT uplink; else a host interface name (a physical uplink)
+    # A physical uplink's IPv4 network (LXD's ipv4.gateway, ipv4.ovn.ranges, dns.nameservers):
+    uplink_gateway: str = ""  # the upstream router's address/prefix, "192.0.2.1/24"
+    uplink_range: str = ""  # addresses OVN routers may take on it, "192.0.2.100-192.0.2.199"
+    uplink_dns: list[str] = []  # name servers handed to instances on the networks
     subnet: str = ""  # the default network's gateway address/prefix, "10.123.45.1/24"; "" picks one
 
 

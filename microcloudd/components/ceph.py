@@ -286,10 +286,45 @@ class LocalCeph:
         return sorted(int(p.name.split(".")[1]) for p in self.root.glob("osd.*")
                       if re.fullmatch(r"osd\.\d+", p.name) and (p / "ready").exists())
 
-    def create_osd(self, timeout: float = 60.0) -> int:
+    def osd_devices(self) -> dict[str, int]:
+        """Block device (as given at creation) -> id of the OSD formatted on it."""
+        out: dict[str, int] = {}
+        for osd_id in self.osd_ids():
+            block = self.root / f"osd.{osd_id}" / "block"
+            if block.is_symlink() and Path(os.readlink(block)).is_absolute():
+                target = os.readlink(block)
+                if target.startswith("/dev/"):
+                    out[target] = osd_id
+        return out
+
+    def _pending_path(self, device: Path | None) -> Path:
+        if device is None:
+            return self.root / "osd.pending.json"
+        return self.root / f"osd.pending-{re.sub(r'[^a-zA-Z0-9]+', '-', str(device)).strip('-')}.json"
+
+    def osd_pending(self, device: Path) -> bool:
+        """An OSD creation on `device` was interrupted (the device may hold our half-made OSD)."""
+        return self._pending_path(device).exists()
+
+    def create_osd(self, timeout: float = 60.0, device: Path | None = None, wipe: bool = False) -> int:
         """Register a new OSD with the mon and format its store; returns its id. An OSD whose
-        creation was interrupted is finished instead of starting another one."""
-        pending = self.root / "osd.pending.json"
+        creation was interrupted is finished instead of starting another one.
+
+        Without `device`: per ceph.json, memstore or a sparse file-backed BlueStore in the
+        OSD's directory. With `device` (a whole disk or partition): BlueStore on the raw
+        device, through `ceph-osd --mkfs` with bluestore_block_path, which leaves a `block`
+        symlink in the OSD's directory that every later start follows. Chosen over
+        `ceph-volume raw prepare` because that one wants udev/systemd-era tooling
+        (ceph-bluestore-tool prime-osd-dir, tmpfs mounts, `ceph-volume activate`) to run the
+        OSD again, while a plain data directory + symlink starts the same way as our
+        file-backed OSD, needs no udev/LVM and survives a daemon restart as is. The caller
+        checks that the device is free (init/disks.problem); `wipe` erases old signatures."""
+        if device is not None:
+            device = Path(device)
+            done = self.osd_devices().get(str(device))
+            if done is not None:
+                return done
+        pending = self._pending_path(device)
         if pending.exists():
             req = json.loads(pending.read_text())
         else:
@@ -305,8 +340,13 @@ class LocalCeph:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
             _write_atomic(tmp / "keyring", keyring_text(f"osd.{osd_id}", req["key"]))
-            _run(["ceph-osd", "-c", str(self.conf_path), "-i", str(osd_id), "--mkfs",
-                  "--osd-data", str(tmp), "--osd-uuid", req["uuid"]], timeout=timeout)
+            argv = ["ceph-osd", "-c", str(self.conf_path), "-i", str(osd_id), "--mkfs",
+                    "--osd-data", str(tmp), "--osd-uuid", req["uuid"]]
+            if device is not None:
+                if wipe:
+                    wipe_device(device)
+                argv += ["--osd-objectstore", "bluestore", "--bluestore-block-path", str(device)]
+            _run(argv, timeout=timeout)
             shutil.rmtree(data, ignore_errors=True)
             tmp.rename(data)
         pending.unlink()
@@ -352,6 +392,21 @@ class LocalCeph:
     def specs(self) -> list[ProcessSpec]:
         """Every daemon of this host in start order (OSDs created so far)."""
         return [self.mon_spec(), self.mgr_spec(), *(self.osd_spec(i) for i in self.osd_ids())]
+
+
+def wipe_device(device: Path) -> None:
+    """Erase every signature blkid knows (file systems, both GPT headers, an old BlueStore
+    label) and zero the first 16 MiB, then have the kernel drop the old partitions."""
+    _run(["wipefs", "--all", "--force", str(device)])
+    fd = os.open(device, os.O_WRONLY)
+    try:
+        zeros = bytes(MiB)
+        for _ in range(16):
+            os.write(fd, zeros)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    subprocess.run(["blockdev", "--rereadpt", str(device)], capture_output=True, timeout=30)
 
 
 def external(conf_path: Path, keyring_path: Path, user: str = "admin") -> CephAccess:

@@ -9,6 +9,7 @@ from typing import Protocol
 
 from microcloudd.api.init import InitPlan
 from microcloudd.init import disks as disk_discovery
+from microcloudd.init import interfaces
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", re.I)
 MIN_FILE_OSD = 1 << 30
@@ -49,35 +50,29 @@ def _check_storage(plan: InitPlan, p: Reporter, sys_block: Path) -> None:
         return
     if not st.disks and not st.file_osd_size:
         p.at("storage", "give disks, file_osd_size or an external ceph cluster")
+    elif st.disks and st.file_osd_size:
+        p.at("storage.file_osd_size", "give disks or file_osd_size, not both")
     if st.file_osd_size and st.file_osd_size < MIN_FILE_OSD:
         p.at("storage.file_osd_size", f"{st.file_osd_size} bytes is too small (at least 1GiB)")
-    found = disk_discovery.by_path(disk_discovery.discover(sys_block)) if st.disks else {}
     seen: set[str] = set()
     for i, path in enumerate(st.disks):
         key = f"storage.disks[{i}]"
-        disk = found.get(path)
-        if disk is None:
-            p.at(key, f"{path}: no such disk (see `microcloud init --list-disks`)")
-        elif disk.in_use:
-            p.at(key, f"{path}: disk in use: {disk.in_use}")
-        elif disk.read_only:
-            p.at(key, f"{path}: disk is read-only")
-        elif disk.path in seen:
+        why = disk_discovery.problem(path, wipe=st.wipe, sys_block=sys_block)
+        real = str(Path(path).resolve())
+        if why:
+            p.at(key, why)
+        elif real in seen:
             p.at(key, f"{path}: listed twice")
-        else:
-            seen.add(disk.path)
-            # components/ceph formats file-backed OSDs only so far (see the issue 7 report).
-            p.at(key, f"{path}: OSDs on block devices are not supported yet; use storage.file_osd_size")
+        seen.add(real)
+    if st.wipe and not st.disks:
+        p.at("storage.wipe", "wipe applies to storage.disks, and none are given")
 
 
 def _check_network(plan: InitPlan, p: Reporter) -> None:
     net = plan.network
     if not _NAME.match(net.name):
         p.at("network.name", f"{net.name!r} is not a valid network name")
-    if net.uplink != "nat" and not Path("/sys/class/net", net.uplink).exists():
-        p.at("network.uplink", f"{net.uplink}: no such network interface (or use nat)")
-    elif net.uplink != "nat":
-        p.at("network.uplink", f"{net.uplink}: physical uplinks are not supported yet; use nat")
+    uplink_net = _check_uplink(plan, p)
     if net.subnet:
         try:
             iface = ipaddress.ip_interface(net.subnet)
@@ -89,3 +84,60 @@ def _check_network(plan: InitPlan, p: Reporter) -> None:
         elif iface.ip in (iface.network.network_address, iface.network.broadcast_address):
             p.at("network.subnet", f"{net.subnet}: give the gateway address, e.g. "
                                    f"{next(iface.network.hosts())}/{iface.network.prefixlen}")
+        elif uplink_net is not None and iface.network.overlaps(uplink_net):
+            p.at("network.subnet", f"{net.subnet} overlaps the uplink network {uplink_net}")
+
+
+def _check_uplink(plan: InitPlan, p: Reporter) -> ipaddress.IPv4Network | None:
+    """A physical uplink: a free host interface and its IPv4 network. The uplink network, if valid."""
+    net = plan.network
+    if net.uplink == "nat":
+        for key in ("uplink_gateway", "uplink_range", "uplink_dns"):
+            if getattr(net, key):
+                p.at(f"network.{key}", "only for a physical uplink (network.uplink: an interface name)")
+        return None
+    why = interfaces.problem(net.uplink)
+    if why:
+        p.at("network.uplink", why)
+    if not net.uplink_gateway:
+        p.at("network.uplink_gateway", "a physical uplink needs uplink_gateway: its upstream router's "
+                                       "address/prefix, e.g. 192.0.2.1/24")
+        return None
+    try:
+        gw = ipaddress.IPv4Interface(net.uplink_gateway)
+    except ValueError:
+        p.at("network.uplink_gateway", f"{net.uplink_gateway!r} is not an IPv4 address/prefix such as "
+                                       "192.0.2.1/24")
+        return None
+    if gw.network.prefixlen > 29 or gw.ip in (gw.network.network_address, gw.network.broadcast_address):
+        p.at("network.uplink_gateway", f"{net.uplink_gateway}: give the router's address in a subnet of "
+                                       "/29 or larger")
+        return None
+    _check_range(net.uplink_range, gw, p)
+    for i, server in enumerate(net.uplink_dns):
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            p.at(f"network.uplink_dns[{i}]", f"{server!r} is not an IP address")
+    return gw.network
+
+
+def _check_range(text: str, gw: ipaddress.IPv4Interface, p: Reporter) -> None:
+    key = "network.uplink_range"
+    if not text:
+        p.at(key, "a physical uplink needs uplink_range: the addresses our routers may take on "
+                  f"{gw.network}, e.g. {gw.network.network_address + 100}-"
+                  f"{gw.network.network_address + 199}")
+        return
+    try:
+        lo, hi = (ipaddress.IPv4Address(a.strip()) for a in text.split("-", 1))
+    except ValueError:
+        p.at(key, f"{text!r} is not a range such as 192.0.2.100-192.0.2.199")
+        return
+    hosts = (gw.network.network_address, gw.network.broadcast_address)
+    if lo not in gw.network or hi not in gw.network or lo in hosts or hi in hosts:
+        p.at(key, f"{text}: both ends must be host addresses in {gw.network}")
+    elif lo > hi:
+        p.at(key, f"{text}: the first address is after the last")
+    elif lo <= gw.ip <= hi:
+        p.at(key, f"{text}: contains the gateway {gw.ip}")

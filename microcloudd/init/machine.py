@@ -92,6 +92,9 @@ class Initializer:
             if rec.plan is not None:
                 return rec.plan
             return auto.plan(self.state_dir, self.cloud.server_name)
+        if rec.plan is not None and rec.plan == preseed.parse(
+                req.preseed, req.source, default_member=self.cloud.server_name, check_machine=False):
+            return rec.plan  # the same plan again: its disks and uplink are ours by now
         plan = preseed.parse(req.preseed, req.source, default_member=self.cloud.server_name)
         if rec.plan is not None and plan != rec.plan:
             raise InvalidArgument(
@@ -172,7 +175,7 @@ class Initializer:
         await ensure(self.cloud, plan.storage.pool)
 
     async def _network(self, plan: InitPlan, stack: components.LocalStack) -> None:
-        uplink = uplink_mod.spec(stack.lay, plan.member)
+        uplink = uplink_mod.spec(stack.lay, plan.member, plan.network)
         ensure = _optional("microcloudd.services.networks", "ensure_default_network")
         if ensure is None:
             raise Unavailable("services.networks is not available in this build")

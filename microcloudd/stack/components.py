@@ -17,10 +17,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from microcloudd.api.errors import InvalidArgument, Unavailable
 from microcloudd.api.init import InitPlan
 from microcloudd.components import ceph, libvirtd, ovn, ovs
 from microcloudd.components.spec import ProcessSpec
 from microcloudd.components.supervisor import Supervisor
+from microcloudd.init import disks as disk_discovery
 from microcloudd.stack import netns, uplink
 from microcloudd.stack.layout import CEPH_BASE_PORT, NB_RAFT_PORT, SB_RAFT_PORT, Layout
 
@@ -111,7 +113,7 @@ class LocalStack:
         await ensure_running(self.sup, ovs.ovs_db_spec(cfg))
         await ensure_running(self.sup, ovs.vswitchd_spec(cfg))
         await asyncio.to_thread(ovs.configure_chassis, cfg)
-        await uplink.ensure(self.lay, cfg)
+        await uplink.ensure(self.lay, cfg, self.plan.network)
         await ensure_running(self.sup, ovs.controller_spec(cfg))
 
     async def _ceph_mon_mgr(self) -> None:
@@ -122,10 +124,27 @@ class LocalStack:
         await ensure_running(self.sup, self.ceph.mgr_spec())
 
     async def _ceph_osd(self) -> None:
-        if not self.ceph.osd_ids():
+        disks = self.plan.storage.disks
+        if disks:
+            await asyncio.to_thread(self._disk_osds, disks, self.plan.storage.wipe)
+        elif not self.ceph.osd_ids():
             await asyncio.to_thread(self.ceph.create_osd, 300.0)
         for osd_id in self.ceph.osd_ids():
             await ensure_running(self.sup, self.ceph.osd_spec(osd_id))
+
+    def _disk_osds(self, disks: list[str], wipe: bool) -> None:
+        """An OSD on each planned disk that has none yet. Each disk is checked again right
+        before it is formatted (it may have been mounted since the plan was made); a disk our
+        own interrupted creation left half-formatted counts as blank."""
+        done = self.ceph.osd_devices()
+        for path in disks:
+            if path in done:
+                continue
+            ours = self.ceph.osd_pending(Path(path))
+            why = disk_discovery.problem(path, wipe=wipe or ours)
+            if why:
+                raise InvalidArgument(f"not formatting {why}")
+            self.ceph.create_osd(300.0, Path(path), wipe=wipe or ours)
 
     async def _ceph_external(self) -> None:
         access = self.ceph_access()
@@ -134,8 +153,6 @@ class LocalStack:
     async def _libvirtd(self) -> None:
         if self.host_libvirt:
             if not await libvirtd.socket_answers(self.libvirt_uri):
-                from microcloudd.api.errors import Unavailable
-
                 raise Unavailable(f"the host's libvirtd does not answer on {self.libvirt_uri}")
             return
         # Guest console logs (services/instance_spec.console_log); QEMU only writes the file.

@@ -35,9 +35,17 @@ def _primary_address() -> str:
             return "127.0.0.1"
 
 
+def _availability(d: dict[str, Any]) -> str:
+    if d.get("in_use"):
+        return f"in use: {d['in_use']}"
+    if d.get("contents"):
+        return f"holds {d['contents']} (needs wipe)"
+    return "read-only" if d.get("read_only") else "free"
+
+
 def _disks_table(disks: list[dict[str, Any]]) -> str:
-    return table([[d["path"], d["type"], _size(d["size"]), d.get("model", ""), d.get("in_use") or "free"]
-                  for d in disks], ["PATH", "TYPE", "SIZE", "MODEL", "IN USE"])
+    return table([[d["path"], d["type"], _size(d["size"]), d.get("model", ""), _availability(d)]
+                  for d in disks], ["PATH", "TYPE", "SIZE", "MODEL", "AVAILABLE"])
 
 
 def _ask(client: Client) -> str:
@@ -63,13 +71,22 @@ def _ask(client: Client) -> str:
                                   "(empty: a file-backed OSD)", default="", show_default=False)
         if chosen.strip():
             storage["disks"] = [d.strip() for d in chosen.split(",") if d.strip()]
+            full = [d["path"] for d in disks if d["path"] in storage["disks"] and d.get("contents")]
+            if full and click.confirm(f"Erase everything on {', '.join(full)}?", default=False):
+                storage["wipe"] = True
         else:
             storage["file_osd_size"] = click.prompt("Size of the file-backed OSD (sparse)", default="20GiB")
     storage["pool"] = click.prompt("Default storage pool", default="remote")
     plan["storage"] = storage
     network: dict[str, Any] = {}
-    network["uplink"] = click.prompt("Uplink: `nat` (the host's own connection) or an interface",
-                                     default="nat")
+    network["uplink"] = click.prompt("Uplink: `nat` (the host's own connection) or an unused interface "
+                                     "wired to the upstream network", default="nat")
+    if network["uplink"] != "nat":
+        network["uplink_gateway"] = click.prompt("Upstream router's address/prefix on it (e.g. 192.0.2.1/24)")
+        network["uplink_range"] = click.prompt("Addresses our routers may take there (e.g. "
+                                               "192.0.2.100-192.0.2.199)")
+        dns = click.prompt("Name servers for instances, comma-separated", default="", show_default=False)
+        network["uplink_dns"] = [a.strip() for a in dns.split(",") if a.strip()]
     network["subnet"] = click.prompt("Default network gateway/prefix (empty: pick a free one)", default="",
                                      show_default=False)
     network["name"] = click.prompt("Default network name", default="default")

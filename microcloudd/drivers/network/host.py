@@ -165,24 +165,56 @@ async def unbind_namespace_port(
 
 @dataclass(frozen=True)
 class PhysicalUplink:
-    """A NIC given at init, moved into a provider bridge mapped to `physical_network`."""
+    """A NIC given at init, moved into a provider bridge mapped to `physical_network`.
+
+    With the userspace datapath, ovs-vswitchd reads a port through an AF_PACKET socket in
+    its own network namespace, so a NIC still in the host's (`host_netns`) is moved into
+    the chassis' first: once at init, and again after a reboot (when a namespace goes, its
+    physical NICs come back to the host). Deleting the namespace gives the NIC back."""
 
     interface: str
     physical_network: str = "uplink"
     bridge: str = "br-uplink"
+    host_netns: str | None = None  # where the NIC is before it is moved (None: the current one)
 
     async def apply(self, chassis: ovs.ChassisConfig) -> None:
         _check_ifname(self.interface)
 
         def apply() -> None:
+            self._move_into(chassis.netns)
             with _ipr(chassis.netns) as ipr:
-                if not ipr.link_lookup(ifname=self.interface):
-                    raise NotFound(f"uplink interface {self.interface!r} not found")
+                ipr.link("set", index=ipr.link_lookup(ifname=self.interface)[0], state="up")
             ovs.add_bridge(chassis, self.bridge)
             _ovs_add_port(chassis, self.bridge, self.interface)
             ovs.set_bridge_mappings(chassis, {**chassis.bridge_mappings, self.physical_network: self.bridge})
 
         await asyncio.to_thread(apply)
+
+    def _move_into(self, target: str | None) -> None:
+        if target == self.host_netns:
+            with _ipr(target) as ipr:
+                if not ipr.link_lookup(ifname=self.interface):
+                    raise NotFound(f"uplink interface {self.interface!r} not found")
+            return
+        with _ipr(target) as ipr:
+            if ipr.link_lookup(ifname=self.interface):
+                return  # moved by an earlier run
+        with _ipr(self.host_netns) as ipr:
+            found = ipr.link_lookup(ifname=self.interface)
+            if not found:
+                raise NotFound(f"uplink interface {self.interface!r} not found on the host nor in "
+                               f"namespace {target}")
+            idx = found[0]
+            link = ipr.get_links(idx)[0]
+            if link.get_attr("IFLA_MASTER"):
+                raise InvalidArgument(f"uplink interface {self.interface!r} became a bridge or bond port; "
+                                      "not taking it")
+            used = [a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=idx)
+                    if not ipaddress.ip_address(a.get_attr("IFA_ADDRESS")).is_link_local]
+            if used:
+                raise InvalidArgument(f"uplink interface {self.interface!r} has address {', '.join(used)} "
+                                      "now, so the host uses it; not taking it")
+            ipr.link("set", index=idx, net_ns_fd=target if target else "/proc/1/ns/net")
 
     async def remove(self, chassis: ovs.ChassisConfig) -> None:
         await asyncio.to_thread(ovs.vsctl, chassis, "--if-exists", "del-br", self.bridge)
