@@ -32,7 +32,8 @@ def spec(lay: Layout, chassis: str, net: NetworkPlan | None = None) -> UplinkSpe
                           dns_servers=tuple(net.uplink_dns))
     hosts = list(lay.uplink_net.hosts())
     return UplinkSpec(cidr=str(lay.uplink_net), gateway=str(hosts[0]),
-                      ip_range=(str(hosts[9]), str(hosts[-1])), physical_network=PHYSICAL_NETWORK, gateway_chassis=(chassis,))
+                      ip_range=(str(hosts[9]), str(hosts[-1])), physical_network=PHYSICAL_NETWORK,
+                      gateway_chassis=(chassis,))
 
 
 def host_nat(lay: Layout) -> HostNatUplink:
