@@ -427,6 +427,30 @@ def external(conf_path: Path, keyring_path: Path, user: str = "admin") -> CephAc
     return CephAccess(conf_path, keyring_path, user, fsid.group(1) if fsid else "", first)
 
 
+def check_external(access: CephAccess, timeout: float = 10.0) -> str:
+    """Connect to a cluster someone else runs as `access.user` and ask the mon its status;
+    "" when that works, else why not, in words (wrong key, no monitor answering...)."""
+    import rados
+
+    seconds = str(int(timeout))
+    cluster = rados.Rados(conffile=str(access.conf_path), rados_id=access.user,
+                          conf={"keyring": str(access.keyring_path), "client_mount_timeout": seconds,
+                                "rados_mon_op_timeout": seconds})
+    try:
+        cluster.connect(timeout=max(1, int(timeout)))
+        ret, _, err = cluster.mon_command(json.dumps({"prefix": "mon stat"}), b"", timeout=int(timeout))
+    except (rados.PermissionDeniedError, rados.PermissionError):
+        return (f"the monitor at {access.mon_host} refused client.{access.user}'s key from "
+                f"{access.keyring_path} (wrong key or user)")
+    except (rados.InterruptedOrTimeoutError, rados.Error) as e:
+        return f"no Ceph monitor answered at {access.mon_host} within {timeout:.0f}s ({e})"
+    finally:
+        cluster.shutdown()
+    if ret != 0:
+        return f"client.{access.user} may not ask the monitor for its status: {err or os.strerror(-ret)}"
+    return ""
+
+
 def mon_command(access: CephAccess, cmd: dict[str, Any], inbuf: bytes = b"", timeout: float = 30.0) -> str:
     """Run one mon command as `access.user` (blocking); its output, or Unavailable/Internal."""
     import rados  # Debian's python3-rados; imported here so the module loads without it

@@ -7,13 +7,15 @@ import re
 from pathlib import Path
 from typing import Protocol
 
-from microcloudd.api.init import InitPlan
+from microcloudd.api.errors import MicrocloudError
+from microcloudd.api.init import CephExternal, InitPlan
+from microcloudd.components import ceph
 from microcloudd.init import disks as disk_discovery
 from microcloudd.init import interfaces
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", re.I)
 MIN_FILE_OSD = 1 << 30
-HOST_LIBVIRT_SOCKET = Path("/run/libvirt/libvirt-sock")
+EXTERNAL_CEPH_TIMEOUT = 10.0  # seconds for an external cluster's monitor to answer
 
 
 class Reporter(Protocol):
@@ -30,10 +32,16 @@ def check_plan(plan: InitPlan, p: Reporter, sys_block: Path = disk_discovery.SYS
             p.at("address", f"{plan.address!r} is not an IP address")
     _check_storage(plan, p, sys_block)
     _check_network(plan, p)
-    if plan.compute.libvirt not in ("private", "host"):
-        p.at("compute.libvirt", f"{plan.compute.libvirt!r}: use private (our own libvirtd) or host")
-    elif plan.compute.libvirt == "host" and not HOST_LIBVIRT_SOCKET.exists():
-        p.at("compute.libvirt", f"host: no libvirtd answers on {HOST_LIBVIRT_SOCKET}")
+    if plan.compute.libvirt == "host":
+        # Guests plug into br-int of our ovs-vswitchd, which runs in the member's network
+        # namespace with its own run dir: a host libvirtd's QEMU (host namespace, default
+        # OVS_RUNDIR) can neither open those TAP devices nor reach that ovsdb-server.
+        p.at("compute.libvirt", "host: not supported: guests plug into microcloud's Open vSwitch, "
+                                "which runs in the member's own network namespace where a host "
+                                "libvirtd's QEMU cannot reach it; use private (microcloud's libvirtd, "
+                                "which can run beside the host's)")
+    elif plan.compute.libvirt != "private":
+        p.at("compute.libvirt", f"{plan.compute.libvirt!r}: use private (our own libvirtd)")
 
 
 def _check_storage(plan: InitPlan, p: Reporter, sys_block: Path) -> None:
@@ -43,10 +51,14 @@ def _check_storage(plan: InitPlan, p: Reporter, sys_block: Path) -> None:
     if st.ceph is not None:
         if st.disks or st.file_osd_size:
             p.at("storage.ceph", "an external Ceph cluster excludes disks and file_osd_size")
+        missing = False
         for key in ("conf", "keyring"):
             file = Path(getattr(st.ceph, key))
             if not file.is_file():
                 p.at(f"storage.ceph.{key}", f"{file}: file not found")
+                missing = True
+        if not missing:
+            _check_external_ceph(st.ceph, p)
         return
     if not st.disks and not st.file_osd_size:
         p.at("storage", "give disks, file_osd_size or an external ceph cluster")
@@ -66,6 +78,18 @@ def _check_storage(plan: InitPlan, p: Reporter, sys_block: Path) -> None:
         seen.add(real)
     if st.wipe and not st.disks:
         p.at("storage.wipe", "wipe applies to storage.disks, and none are given")
+
+
+def _check_external_ceph(ext: CephExternal, p: Reporter) -> None:
+    """The cluster answers with this conf, keyring and user (a connection, nothing written)."""
+    try:
+        access = ceph.external(Path(ext.conf), Path(ext.keyring), ext.user)
+    except MicrocloudError as e:
+        p.at("storage.ceph", str(e))
+        return
+    why = ceph.check_external(access, EXTERNAL_CEPH_TIMEOUT)
+    if why:
+        p.at("storage.ceph", f"cannot use this Ceph cluster: {why}")
 
 
 def _check_network(plan: InitPlan, p: Reporter) -> None:

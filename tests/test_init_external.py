@@ -1,0 +1,77 @@
+"""Init with an external Ceph cluster (the session's real cluster plays the site's) and with a
+host libvirtd: the plan is checked against the real cluster before anything changes: a
+missing file, a wrong key, an unreachable monitor are each named; a host libvirtd is refused
+with the reason."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from microcloudd.api.errors import InvalidArgument
+from microcloudd.components.ceph import generate_key
+from microcloudd.init import preseed
+from tests.fixtures.ceph import CephCluster
+from tests.fixtures.daemon import RunningDaemon
+
+
+def plan_text(conf: Path, keyring: Path, user: str = "admin") -> str:
+    return textwrap.dedent(f"""\
+        member: n1
+        storage:
+          ceph: {{conf: {conf}, keyring: {keyring}, user: {user}}}
+        """)
+
+
+def problems(text: str) -> dict[str, str]:
+    with pytest.raises(InvalidArgument) as e:
+        preseed.parse(text, "init.yaml")
+    return {str(p["key"]): str(p["message"]) for p in e.value.details["problems"]}
+
+
+def test_a_reachable_cluster_with_a_good_key_is_a_plan(ceph: CephCluster) -> None:
+    plan = preseed.parse(plan_text(ceph.conf_path, ceph.keyring_path), "init.yaml")
+    assert plan.storage.ceph is not None and plan.storage.ceph.conf == str(ceph.conf_path)
+
+
+def test_missing_files_wrong_key_unknown_user_dead_monitor(ceph: CephCluster, tmp_path: Path) -> None:
+    ps = problems(plan_text(tmp_path / "nope.conf", ceph.keyring_path))
+    assert ps["storage.ceph.conf"] == f"{tmp_path / 'nope.conf'}: file not found"
+
+    wrong = tmp_path / "wrong.keyring"
+    wrong.write_text(f"[client.admin]\n\tkey = {generate_key()}\n")
+    ps = problems(plan_text(ceph.conf_path, wrong))
+    assert f"refused client.admin's key from {wrong} (wrong key or user)" in ps["storage.ceph"]
+
+    ps = problems(plan_text(ceph.conf_path, ceph.keyring_path, "bob"))
+    assert "has no key for client.bob" in ps["storage.ceph"]
+
+    dead = tmp_path / "dead.conf"  # a port nothing listens on
+    dead.write_text(re.sub(r"mon host = .*", "mon host = [v2:127.0.0.1:9,v1:127.0.0.1:10]",
+                           ceph.conf_path.read_text()))
+    ps = problems(plan_text(dead, ceph.keyring_path))
+    assert "no Ceph monitor answered at 127.0.0.1:9 within 10s" in ps["storage.ceph"]
+
+
+def test_a_host_libvirtd_is_refused_with_the_reason() -> None:
+    ps = problems("member: n1\nstorage: {file_osd_size: 4GiB}\ncompute: {libvirt: host}\n")
+    assert "host: not supported" in ps["compute.libvirt"] and "network namespace" in ps["compute.libvirt"]
+
+
+def test_the_daemon_changes_nothing_on_a_wrong_key(daemon: RunningDaemon, ceph: CephCluster,
+                                                   tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong.keyring"
+    wrong.write_text(f"[client.admin]\n\tkey = {generate_key()}\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(plan_text(ceph.conf_path, wrong))
+    pools = json.loads(ceph.command("osd pool ls", format="json"))
+    r = daemon.cli("init", "--preseed", str(bad))
+    assert r.returncode == 1 and "wrong key or user" in r.stderr, r.stderr
+    assert not (daemon.state_dir / "init").exists()
+    status = json.loads(daemon.cli("status", "--format", "json", check=True).stdout)
+    assert [c["name"] for c in status["components"]] == ["database"]
+    assert json.loads(ceph.command("osd pool ls", format="json")) == pools
