@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import NamedTuple
 
 from microcloudd.api.errors import MicrocloudError
 from microcloudd.db.records import Instance
@@ -60,11 +61,17 @@ def _ours(cloud: Cloud) -> list[Instance]:
                    if r.location == cloud.server_name and r.stage == CREATED), key=lambda r: r.name)
 
 
-async def start_instances(cloud: Cloud) -> list[str]:
-    """Start this member's instances that should run (see `wants_start`); returns their names.
-    One failing instance is logged and does not hold up the others."""
+class Started(NamedTuple):
+    started: list[str]
+    redefined: list[str]  # domains libvirt had lost, defined again from the row
+
+
+async def start_instances(cloud: Cloud) -> Started:
+    """Start this member's instances that should run (see `wants_start`), a lost domain
+    defined again first. One failing instance is logged and does not hold up the others."""
     compute, db = cloud.need_compute(), cloud.need_db()
-    started = []
+    started: list[str] = []
+    redefined: list[str] = []
     for rec in _ours(cloud):
         if locks(cloud).busy(rec.name):
             continue  # API work owns it right now
@@ -75,6 +82,7 @@ async def start_instances(cloud: Cloud) -> list[str]:
             try:
                 if not await compute.exists(rec.name):
                     await compute.define(isp.domain_spec(cloud, rec), may_exist=True)
+                    redefined.append(rec.name)
                 if (await compute.state(rec.name)).state is PowerState.STOPPED:
                     await db.update(Instance, rec.name, status="Running",
                                     config=with_state(rec.config, RUNNING))
@@ -84,7 +92,7 @@ async def start_instances(cloud: Cloud) -> list[str]:
                 log.warning("autostart of instance %s failed: %s", rec.name, e)
     if started:
         log.info("started instances %s (autostart or last state RUNNING)", ", ".join(started))
-    return started
+    return Started(started, redefined)
 
 
 async def shutdown_instances(cloud: Cloud, budget: float = SHUTDOWN_BUDGET) -> list[str]:

@@ -105,22 +105,22 @@ class InstanceReconciler:
                 return report
             cloud = self.cloud
             db = cloud.need_db()
-            if not self._booted:  # before the row of a guest that died with us follows it
-                report.started = await autostart.start_instances(cloud)
-                self._booted = True
+            boot, self._booted = not self._booted, True
+            if boot:  # before the row of a guest that died with us follows it
+                report.started, report.redefined = await autostart.start_instances(cloud)
             for rec in sorted(db.all(Instance), key=lambda r: r.name):
                 if rec.location != cloud.server_name or locks(cloud).busy(rec.name):
                     continue
                 try:
                     async with locks(cloud).hold(rec.name):
-                        await self._converge(rec.name, report)
+                        await self._converge(rec.name, report, boot)
                 except MicrocloudError as e:
                     report.errors.append(f"{rec.name}: {e}")
                     log.warning("instance %s: %s", rec.name, e)
             await self._orphans(report)
             return report
 
-    async def _converge(self, name: str, report: Report) -> None:
+    async def _converge(self, name: str, report: Report, boot: bool = False) -> None:
         cloud = self.cloud
         rec = cloud.need_db().get_or_none(Instance, name)
         if rec is None:
@@ -139,21 +139,25 @@ class InstanceReconciler:
                 await launch.remove(cloud, name)
                 report.removed.append(name)
         else:
-            await self._check_domain(rec, report)
+            await self._check_domain(rec, report, boot)
 
-    async def _check_domain(self, rec: Instance, report: Report) -> None:
+    async def _check_domain(self, rec: Instance, report: Report, boot: bool) -> None:
+        """`boot`: the member's first pass, after autostart started what should run."""
         cloud, compute = self.cloud, self.cloud.need_compute()
         if not await compute.exists(rec.name):
             await compute.define(isp.domain_spec(cloud, rec), may_exist=True)
             report.redefined.append(rec.name)
-            if rec.status in ("Running", "Frozen"):
+            if rec.status in ("Running", "Frozen") and not boot:
                 await compute.start(rec.name)
                 if rec.status == "Frozen":
                     await cloud.need_db().update(Instance, rec.name, status="Running")
-            return
+                return
         st = await compute.state(rec.name)
         if st.state is PowerState.STOPPED and rec.status != "Stopped":
-            await cloud.need_db().update(Instance, rec.name, status="Stopped")
+            # At boot: not to be started (autostart). Later: it powered off and we missed the
+            # event, so a restart leaves it off too.
+            config = rec.config if boot else autostart.with_state(rec.config, autostart.STOPPED)
+            await cloud.need_db().update(Instance, rec.name, status="Stopped", config=config)
 
     # -- orphans -----------------------------------------------------------------------------
     async def _orphans(self, report: Report) -> None:
