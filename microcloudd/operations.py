@@ -1,17 +1,23 @@
 """Long work as LXD operations: started by a handler, run as an asyncio task, waited on,
 cancelled, and reported on the event stream (Pending 105 → Running 103 → Success 200 /
-Failure 400 / Cancelled 401)."""
+Failure 400 / Cancelled 401).
+
+A websocket operation (LXD's class "websocket", e.g. a console) names its channels: each gets
+a random secret, published as metadata `fds` {channel: secret}. A client connects a channel
+with `GET /1.0/operations/{id}/websocket?secret=...`; the REST layer hands the socket over as a
+`Channel` (`connect`), and the work picks it up with `OperationContext.channel`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol
 
-from microcloudd.api.errors import Conflict, MicrocloudError, NotFound
+from microcloudd.api.errors import Conflict, Forbidden, MicrocloudError, NotFound
 from microcloudd.api.server import Operation
 from microcloudd.events import EventBus, now
 
@@ -23,11 +29,30 @@ FINAL = ("Success", "Failure", "Cancelled")
 KEEP_FINISHED = 300.0
 
 
+class Channel(Protocol):
+    """One connected websocket of an operation, bytes both ways (the REST layer adapts)."""
+
+    async def send(self, data: bytes) -> None: ...
+
+    async def receive(self) -> bytes | None:
+        """The next message; None once the client has gone."""
+
+
 class OperationContext:
-    """What the work of an operation sees: progress reporting into the operation's metadata."""
+    """What the work of an operation sees: progress reporting into the operation's metadata,
+    and the websocket channels clients connect."""
 
     def __init__(self, manager: OperationManager, op: Operation) -> None:
         self._manager, self._op = manager, op
+
+    async def channel(self, name: str, timeout: float | None = None) -> Channel:
+        """The client's socket on channel `name`, once it connects (Conflict after `timeout`)."""
+        waiter = self._manager._entry(self._op.id).channels[name]
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            raise Conflict(f"No client connected to channel {name!r} of operation {self._op.id} "
+                           f"within {timeout:.0f}s") from None
 
     @property
     def id(self) -> str:
@@ -42,13 +67,15 @@ Work = Callable[[OperationContext], Awaitable[dict[str, Any] | None]]
 
 
 class _Entry:
-    __slots__ = ("done", "finished_at", "op", "task")
+    __slots__ = ("channels", "done", "finished_at", "op", "secrets", "task")
 
     def __init__(self, op: Operation) -> None:
         self.op = op
         self.task: asyncio.Task[None] | None = None
         self.done = asyncio.Event()
         self.finished_at = 0.0
+        self.secrets: dict[str, str] = {}  # secret -> channel, each usable once
+        self.channels: dict[str, asyncio.Future[Channel]] = {}
 
 
 class OperationManager:
@@ -57,14 +84,22 @@ class OperationManager:
         self._ops: dict[str, _Entry] = {}
 
     def start(self, description: str, work: Work, *, resources: dict[str, list[str]] | None = None,
-              may_cancel: bool = True, class_: str = "task") -> Operation:
-        """Create the operation and schedule `work`; returns at once (the 202 body)."""
+              may_cancel: bool = True, class_: str = "task", channels: Iterable[str] = ()) -> Operation:
+        """Create the operation and schedule `work`; returns at once (the 202 body).
+        `channels`: a websocket operation's channel names (e.g. "0", "control")."""
         self._expire()
         stamp = now()
         op = Operation(id=str(uuid.uuid4()), class_=class_, description=description, created_at=stamp,
                        updated_at=stamp, status="Pending", status_code=105, resources=resources or {},
                        may_cancel=may_cancel, location=self.location)
         entry = _Entry(op)
+        loop = asyncio.get_running_loop()
+        for name in channels:
+            entry.secrets[secrets.token_hex(32)] = name
+            entry.channels[name] = loop.create_future()
+        if entry.secrets:
+            op.class_ = "websocket"
+            op.metadata = {"fds": {name: secret for secret, name in entry.secrets.items()}}
         self._ops[op.id] = entry
         self._changed(op, touch=False)
         entry.task = asyncio.get_running_loop().create_task(self._run(entry, work), name=f"op-{op.id}")
@@ -90,6 +125,9 @@ class OperationManager:
             self._set(op, "Failure")
         finally:
             entry.finished_at = time.monotonic()
+            entry.secrets.clear()
+            for waiter in entry.channels.values():
+                waiter.cancel()  # never connected: nobody waits any more
             entry.done.set()
 
     def _set(self, op: Operation, status: str) -> None:
@@ -106,6 +144,24 @@ class OperationManager:
         if entry is None:
             raise NotFound(f"Operation {op_id!r} not found")
         return entry
+
+    def check_secret(self, op_id: str, secret: str) -> str:
+        """The channel `secret` opens on a running operation (before a websocket handshake)."""
+        entry = self._entry(op_id)
+        name = entry.secrets.get(secret)
+        if name is None:
+            raise Forbidden(f"Operation {op_id!r}: no channel with this secret (or it was used, or the "
+                            "operation has finished)")
+        return name
+
+    async def connect(self, op_id: str, secret: str, channel: Channel) -> None:
+        """Hand `channel` to the operation's work; returns when the operation has finished (the
+        caller keeps its socket open until then)."""
+        name = self.check_secret(op_id, secret)
+        entry = self._entry(op_id)
+        del entry.secrets[secret]
+        entry.channels[name].set_result(channel)
+        await entry.done.wait()
 
     def get(self, op_id: str) -> Operation:
         return self._entry(op_id).op

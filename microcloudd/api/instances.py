@@ -163,6 +163,15 @@ class ConsoleQuery(Query):
     max_bytes: int = 1 << 20  # how much of the log's end a plain GET returns
 
 
+class ConsolePost(msgspec.Struct, kw_only=True):
+    """LXD's console request: the operation's fds "0" (data) and "control" are websockets."""
+
+    type: str = "console"  # "vga" is LXD's other kind; we have no graphics
+    width: int = 0
+    height: int = 0
+    force: bool = False
+
+
 OPS = (
     Op("GET", "/1.0/instances", "instances_list", "List instances", result=list[Any], query=Recursion),
     Op("POST", "/1.0/instances", "instances_create", "Create (and optionally start) an instance",
@@ -182,6 +191,9 @@ OPS = (
     Op("GET", "/1.0/instances/{name}/console", "instance_console",
        "The serial console's log, or (websocket upgrade) the console itself, bytes both ways",
        query=ConsoleQuery, kind="raw"),
+    Op("POST", "/1.0/instances/{name}/console", "instance_console_post",
+       "Attach to the serial console: a websocket operation (metadata.fds: \"0\" data, \"control\")",
+       body=ConsolePost, kind="async"),
     Op("GET", "/1.0/instances/{name}/snapshots", "instance_snapshots_list", "List an instance's snapshots",
        result=list[Any], query=Recursion),
     Op("POST", "/1.0/instances/{name}/snapshots", "instance_snapshots_create",

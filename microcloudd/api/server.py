@@ -101,6 +101,10 @@ class WaitQuery(Query):
     timeout: float = -1  # seconds; -1 waits for ever, as LXD
 
 
+class SecretQuery(Query):
+    secret: str = ""  # one of a websocket operation's metadata.fds secrets
+
+
 class EventsQuery(Query):
     type: str = ""  # comma-separated: operation, lifecycle, logging; empty means all
 
@@ -158,6 +162,8 @@ OPS = (
     Op("DELETE", "/1.0/operations/{id}", "operation_cancel", "Cancel an operation"),
     Op("GET", "/1.0/operations/{id}/wait", "operation_wait", "Wait for an operation to finish",
        result=Operation, query=WaitQuery),
+    Op("GET", "/1.0/operations/{id}/websocket", "operation_websocket",
+       "Connect one channel of a websocket operation (by its secret)", query=SecretQuery, kind="websocket"),
     Op("GET", "/1.0/events", "events", "The event stream (websocket)", query=EventsQuery,
        kind="websocket"),
 )

@@ -102,6 +102,9 @@ class InstancesHandlers:
         await ws.close()
         return ws
 
+    async def instance_console_post(self, ctx: Context, name: str, body: api.ConsolePost) -> Operation:
+        return await instance_console.attach(self.cloud, name, body)
+
     async def instance_snapshots_list(self, ctx: Context, name: str, query: Recursion) -> list[Any]:
         snaps = instance_snapshots.records(self.cloud, name)
         if query.recursion:

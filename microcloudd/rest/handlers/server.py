@@ -10,11 +10,12 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from microcloudd.api.declare import Recursion
-from microcloudd.api.errors import InvalidArgument
+from microcloudd.api.errors import InvalidArgument, MicrocloudError
 from microcloudd.api.server import (
     EventsQuery,
     Operation,
     OperationsByStatus,
+    SecretQuery,
     ServerInfo,
     Status,
     WaitQuery,
@@ -22,6 +23,7 @@ from microcloudd.api.server import (
 from microcloudd.events import EVENT_TYPES, EventBus
 from microcloudd.operations import OperationManager
 from microcloudd.rest.app import Context
+from microcloudd.rest.ws_channel import WebSocketChannel
 
 
 class ServerHandlers:
@@ -57,6 +59,20 @@ class ServerHandlers:
 
     async def operation_wait(self, ctx: Context, id: str, query: WaitQuery) -> Operation:
         return await self._ops.wait(id, None if query.timeout < 0 else query.timeout)
+
+    async def operation_websocket(self, ctx: Context, id: str, query: SecretQuery) -> web.WebSocketResponse:
+        self._ops.check_secret(id, query.secret)  # a bad secret fails before the handshake
+        ws = web.WebSocketResponse(heartbeat=30)
+        await ws.prepare(ctx.request)
+        self._sockets.add(ws)
+        try:
+            await self._ops.connect(id, query.secret, WebSocketChannel(ws))
+        except MicrocloudError:
+            pass  # the operation ended since the check: the close tells the client
+        finally:
+            self._sockets.discard(ws)
+            await ws.close()
+        return ws
 
     async def events(self, ctx: Context, query: EventsQuery) -> web.WebSocketResponse:
         types = [t for t in query.type.split(",") if t] or list(EVENT_TYPES)
