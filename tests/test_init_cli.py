@@ -38,3 +38,24 @@ def test_show_and_list_disks(daemon: RunningDaemon) -> None:
         assert d.path in listing
     r = daemon.cli("init", "--auto", "--preseed", "x.yaml")
     assert r.returncode != 0 and "at most one of" in r.stderr
+
+
+def test_interactive_physical_uplink_questions(daemon: RunningDaemon) -> None:
+    near = f"hci{os.urandom(3).hex()}"
+    subprocess.run(["ip", "link", "add", near, "type", "veth", "peer", "name", near + "p"], check=True)
+    try:
+        free = [d for d in disks.discover() if not d.in_use and not d.read_only]
+        answers = ["node7", "192.0.2.10", ""] + ([""] if free else [])
+        answers += ["8GiB", "remote", near, "198.51.100.1/24", "198.51.100.100-198.51.100.150",
+                    "198.51.100.53", "", "default"]
+        r = subprocess.run([str(VENV_BIN / "microcloud"), "init", "--dry-run"],
+                           input="\n".join(answers) + "\n", capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "MICROCLOUD_DIR": str(daemon.state_dir)})
+        assert r.returncode == 0, r.stderr
+        plan = yaml.safe_load(r.stdout[r.stdout.index("address:") - len("member: node7\n"):])
+        assert plan["network"]["uplink"] == near
+        assert plan["network"]["uplink_gateway"] == "198.51.100.1/24"
+        assert plan["network"]["uplink_range"] == "198.51.100.100-198.51.100.150"
+        assert plan["network"]["uplink_dns"] == ["198.51.100.53"]
+    finally:
+        subprocess.run(["ip", "link", "del", near], capture_output=True)
