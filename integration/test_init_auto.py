@@ -1,8 +1,9 @@
 """The real `microcloud init --auto` on this machine: every component real (database, OVN,
 OVS, Ceph with a sparse file-backed bluestore OSD, libvirtd, a TCG/KVM guest), under a temp
 state dir and the member's own network namespace. Then: launch an instance, stop microcloudd
-and find no child left, start it again and find the same cloud, kill a component and see it
-restarted in `microcloud status`.
+(the guest shut down through ACPI, not powered off) and find no child left, start it again and
+find the same cloud with the instance running again (booted anew), kill a component and see
+it restarted in `microcloud status`.
 """
 
 from __future__ import annotations
@@ -111,7 +112,11 @@ def test_init_auto_launch_stop_restart_and_component_restart(state_dir: Path) ->
         d.cli("launch", "testimage", "demo", check=True, timeout=300)
         wait_until("demo running", lambda: instance_status(d, "demo") == "Running")
 
-        # -- stop: nothing left -----------------------------------------------------------
+        console_log = state_dir / "logs" / "demo.console.log"
+        wait_until("demo's guest ready", lambda: "MCTEST: ACPID-UP" in console_log.read_text(errors="replace")
+                   and "MCTEST: READY" in console_log.read_text(errors="replace"), 300)
+
+        # -- stop: the guest shut down gracefully, nothing left --------------------------------
         below = descendants(d.proc.pid)
         assert len(below) >= len(COMPONENTS) + 3  # + mon, mgr, QEMU
         t0 = time.monotonic()
@@ -119,6 +124,9 @@ def test_init_auto_launch_stop_restart_and_component_restart(state_dir: Path) ->
         print(f"stop with a running guest: {time.monotonic() - t0:.1f}s")
         left = [p for p in below if alive(p)]
         assert not left, f"left running: {left}"
+        before = console_log.read_text(errors="replace")
+        assert "MCTEST: POWER-BUTTON" in before, before[-2000:]  # ACPI shutdown, not a power-off
+        assert "did not shut down" not in d.log.read_text()
 
         # -- start again: the same cloud -------------------------------------------------
         d = start_daemon(state_dir)
@@ -126,11 +134,13 @@ def test_init_auto_launch_stop_restart_and_component_restart(state_dir: Path) ->
         s2 = status(d)
         assert s2["database"]["cluster_id"] == s["database"]["cluster_id"]
         assert "testimage" in d.cli("image", "list", check=True).stdout
-        # Guests stop with microcloudd (libvirtd's wrapper ends QEMU); the reconciler records
-        # that, and the instance starts again on request.
-        wait_until("demo seen stopped", lambda: instance_status(d, "demo") == "Stopped", 120)
-        d.cli("start", "demo", check=True, timeout=300)
-        wait_until("demo running again", lambda: instance_status(d, "demo") == "Running")
+        # microcloudd shut the guest down recording its last state RUNNING: it starts again
+        wait_until("demo running again", lambda: instance_status(d, "demo") == "Running", 300)
+        wait_until("demo booted again", lambda: console_log.read_text(errors="replace").count("MCTEST: READY")
+                   > before.count("MCTEST: READY"), 300)
+        demo = next(i for i in json.loads(d.cli("list", "--format", "json", check=True).stdout)
+                    if i["name"] == "demo")
+        assert demo["config"]["volatile.last_state.power"] == "RUNNING"
 
         # -- kill a component: restarted, and status says so ------------------------------
         for name in ("ovn-northd", "ceph-osd.0"):
