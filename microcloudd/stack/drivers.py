@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-
 from typing import TYPE_CHECKING
 
 from microcloudd.api.errors import MicrocloudError
