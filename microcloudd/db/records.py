@@ -106,6 +106,10 @@ class Image(Record, kw_only=True, frozen=True):
     properties: dict[str, str] = {}
     public: bool = False
     created_at: str = ""
+    # "importing" from the upload until its RBD image and snapshot exist, then "ready"; an
+    # import that died with its member is found by this and `location` and cleaned up.
+    status: str = "ready"
+    location: str = ""  # the member running the import
 
 
 class ImageAlias(Record, kw_only=True, frozen=True):

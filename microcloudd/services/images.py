@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from microcloudd import faults
 from microcloudd.api import images as api
 from microcloudd.api.errors import (
     AlreadyExists,
@@ -35,6 +36,8 @@ from microcloudd.services import storage_pools
 from microcloudd.services.cloud import Cloud
 from microcloudd.services.image_staging import Staged
 from microcloudd.services.reverter import Reverter
+
+IMPORTING, READY = "importing", "ready"  # Image.status
 
 _ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HEX = re.compile(r"^[0-9a-f]{1,64}$")
@@ -99,8 +102,16 @@ def root_disk_source(image: Image) -> RootDiskSource:
                           naming.backend_name(VolumeType.IMAGE, image.fingerprint), naming.IMAGE_SNAPSHOT)
 
 
+def require_ready(image: Image) -> Image:
+    if image.status != READY:
+        raise InvalidArgument(f"Image {image.fingerprint[:12]} is still being imported; wait for its "
+                              "operation (`microcloud operation list`) and try again")
+    return image
+
+
 async def clone_root_disk(cloud: Cloud, instance: str, image: Image, *, size: int = 0) -> VolumeInfo:
     """The instance's root disk as a copy-on-write clone of the image (re-runnable)."""
+    require_ready(image)
     return await cloud.need_storage().create_root_disk(image.pool, instance, image.fingerprint, size=size,
                                                        may_exist=True)
 
@@ -170,7 +181,7 @@ async def start_import(cloud: Cloud, staged: Staged, req: ImportRequest) -> Oper
         props = {**(req.properties or {}), "volatile.virtual_size": str(disk.virtual_size)}
         record = Image(fingerprint=fp, filename=req.filename or staged.path.name, size=staged.size,
                        format=disk.format.value, pool=req.pool, properties=props, public=req.public,
-                       created_at=now())
+                       created_at=now(), status=IMPORTING, location=cloud.settings.get("member", ""))
         async with db.transaction() as txn:  # desired state first; undone if the import fails
             txn.insert(record)
             if req.alias:
@@ -194,6 +205,8 @@ async def start_import(cloud: Cloud, staged: Staged, req: ImportRequest) -> Oper
                 if info.fingerprint != fp:
                     raise Internal(f"Image fingerprint changed during import ({fp[:12]} → "
                                    f"{info.fingerprint[:12]})")
+                faults.point("image.imported")
+                await db.update(Image, fp, status=READY)
                 revert.success()
         finally:
             staged.remove()

@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from microcloudd.api.errors import MicrocloudError
 from microcloudd.components.supervisor import Supervisor
 from microcloudd.init import record
-from microcloudd.services import instance_reconciler, network_reconciler, networks, storage_pools
+from microcloudd.services import (
+    image_reconciler,
+    instance_reconciler,
+    network_reconciler,
+    networks,
+    storage_pools,
+)
 from microcloudd.services.cloud import Cloud
 from microcloudd.stack import drivers
 from microcloudd.stack.components import LocalStack
@@ -28,6 +35,7 @@ class Runtime:
     def __init__(self, cloud: Cloud, supervisor: Supervisor) -> None:
         self.cloud, self.sup = cloud, supervisor
         self.state = "stopped"  # stopped, starting, running, failed: <why>
+        self.started = time.time()  # work begun before this (by a dead daemon) is not awaited
         self._task: asyncio.Task[None] | None = None
         self._instances: Any = None
         self._networks: Any = None
@@ -56,6 +64,7 @@ class Runtime:
         """Drivers in, reconcilers running: the member serves its whole API."""
         rec = record.load(self.cloud.state_dir)
         await drivers.connect(self.cloud, stack, rec.secret_uuid)
+        await image_reconciler.run_once(self.cloud, self.started)
         if self._instances is None:
             self._instances = await instance_reconciler.start(self.cloud)
         if self._networks is None:

@@ -89,6 +89,7 @@ class OwnedObject:
     type: str  # a VolumeType value, or "partial" for an import that never finished
     name: str
     owner: str
+    created_at: float = 0.0  # unix time the RBD image was created
 
 
 class StorageDriver(ABC):
@@ -209,6 +210,10 @@ class StorageDriver(ABC):
         """Create a volume from a backup file written by export_volume."""
 
     # -- orphans ---------------------------------------------------------------------------
+
+    @abstractmethod
+    async def delete_partial(self, pool: str, backend_name: str) -> None:
+        """Remove what an import that never finished left (`partial_*` names only)."""
 
     @abstractmethod
     async def list_owned(self, pool: str) -> list[OwnedObject]:

@@ -40,7 +40,11 @@ def backend_name(vtype: VolumeType, name: str) -> str:
 
 def partial_name(token: str) -> str:
     """Where an import streams before it has a name (renamed when complete)."""
-    return f"partial_{token}"
+    return f"{PARTIAL}_{token}"
+
+
+def is_partial(backend_name: str) -> bool:
+    return backend_name.startswith(f"{PARTIAL}_")
 
 
 def check_fingerprint(fingerprint: str) -> str:

@@ -212,5 +212,8 @@ class RBDDriver(StorageDriver):
 
     # -- orphans -----------------------------------------------------------------------------
 
+    async def delete_partial(self, pool: str, backend_name: str) -> None:
+        await self._call(rbd_volumes.delete_partial, pool, backend_name)
+
     async def list_owned(self, pool: str) -> list[OwnedObject]:
         return await self._call(rbd_volumes.list_owned, pool)

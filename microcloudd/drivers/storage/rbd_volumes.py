@@ -8,6 +8,8 @@ refusal to delete an attached volume holds whoever asks; a volume open by a runn
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import rados
 import rbd
 
@@ -264,13 +266,21 @@ def list_owned(s: Session, pool: str) -> list[OwnedObject]:
             try:
                 with rbd.Image(io, backend, read_only=True) as image:
                     meta = tags(image)
+                    created = image.create_timestamp().replace(tzinfo=UTC).timestamp()
             except (rbd.ImageNotFound, rados.ObjectNotFound):
                 continue
             owner = meta.get("owner", "")
-            ours = naming.parse_backend_name(backend) or backend.startswith("partial_")
+            ours = naming.parse_backend_name(backend) or naming.is_partial(backend)
             if owner == s.owner or (not owner and ours):
                 out.append(OwnedObject(pool=pool, backend_name=backend, type=meta.get("kind", ""),
-                                       name=meta.get("name", ""), owner=owner))
+                                       name=meta.get("name", ""), owner=owner, created_at=created))
     return out
+
+
+def delete_partial(s: Session, pool: str, backend_name: str) -> None:
+    if not naming.is_partial(backend_name):
+        raise InvalidArgument(f"{backend_name!r} is not an unfinished import")
+    with s.ioctx(pool) as io:
+        remove_quietly(io, backend_name)
 
 
