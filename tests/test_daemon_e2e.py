@@ -81,6 +81,32 @@ def test_cli_says_when_the_daemon_is_not_running(tmp_path: Path) -> None:
     assert "microcloudd --state-dir" in line
 
 
+def test_cli_says_when_the_daemon_dies_mid_request(tmp_path: Path) -> None:
+    """A daemon that reads the request and vanishes (killed mid-request): one line, exit 1."""
+    import socket
+    import threading
+
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(tmp_path / "unix.socket"))
+    srv.listen(1)
+
+    def accept_and_vanish() -> None:
+        conn, _ = srv.accept()
+        conn.recv(65536)
+        conn.close()
+
+    t = threading.Thread(target=accept_and_vanish, daemon=True)
+    t.start()
+    try:
+        r = RunningDaemon(tmp_path, None, tmp_path / "log").cli("status")  # type: ignore[arg-type]
+    finally:
+        t.join(5)
+        srv.close()
+    assert r.returncode == 1
+    line = r.stderr.strip()
+    assert "\n" not in line and line.startswith("Error: lost the connection to microcloudd mid-request")
+
+
 def test_second_daemon_on_same_state_dir_is_refused(daemon: RunningDaemon) -> None:
     r = subprocess.run([str(Path(daemon.proc.args[0])), "--state-dir", str(daemon.state_dir)],
                        capture_output=True, text=True, timeout=30)

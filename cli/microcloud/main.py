@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import sys
 
 import click
@@ -17,6 +18,11 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except MicrocloudError as e:
             click.echo(f"Error: {e}", err=True)
+            sys.exit(1)
+        except (ConnectionError, http.client.HTTPException, TimeoutError) as e:
+            # The daemon went away (or stopped answering) in the middle of a request.
+            click.echo(f"Error: lost the connection to microcloudd mid-request ({type(e).__name__}: {e}); "
+                       "see `microcloud status` and the daemon's log", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
             click.echo("Error: interrupted", err=True)
