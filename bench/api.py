@@ -73,7 +73,8 @@ def main() -> None:
     d = start_daemon(base / "state")
     try:
         time.sleep(1.0)
-        print(f"microcloudd idle RSS after start:  {rss_mb(d.proc.pid):.1f} MB (target < 50 MB)")
+        print(f"microcloudd idle RSS after start:  {rss_mb(d.proc.pid):.1f} MB (target < 50 MB; a member "
+              "not initialised: drivers load with the stack, see bench.init for an initialised one)")
         path = str(d.socket)
         timed(200, path, True)  # warm-up
         report("GET /1.0, one persistent conn", timed(args.requests, path, True))
