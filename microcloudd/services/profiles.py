@@ -87,11 +87,10 @@ async def create(cloud: Cloud, body: api.ProfilesPost) -> None:
 
 async def replace(cloud: Cloud, name: str, *, description: str, config: dict[str, str],
                   devices: dict[str, dict[str, str]]) -> None:
-    old = get_record(cloud, name)
+    get_record(cloud, name)
     devices = {k: dict(v) for k, v in devices.items()}
     check(cloud, config, devices)
-    new = Profile(name=name, description=description, config=dict(config), devices=devices)
-    await _apply(cloud, old, new)
+    await _apply(cloud, Profile(name=name, description=description, config=dict(config), devices=devices))
 
 
 async def patch(cloud: Cloud, name: str, *, description: str | None, config: dict[str, str] | None,
@@ -107,6 +106,8 @@ async def _plan_users(cloud: Cloud, new: Profile, before: pe.Profiles,
     """(row now, row after) of every user of profile `new`; raises, naming the instance, if
     one of them could not take the edit (as an edit of the instance itself)."""
     recs = users(cloud, new.name)
+    if recs:  # the backends must be there before the profile is written
+        cloud.need_storage(), cloud.need_compute(), cloud.need_network()
     if len(recs) > 1 and ic.volume_devices(new.devices):
         raise InUse(f"Profile {new.name!r} is used by {len(recs)} instances: a custom volume attaches "
                     "to one instance only")
@@ -123,7 +124,7 @@ async def _plan_users(cloud: Cloud, new: Profile, before: pe.Profiles,
     return plans
 
 
-async def _apply(cloud: Cloud, old: Profile, new: Profile) -> None:
+async def _apply(cloud: Cloud, new: Profile) -> None:
     before = pe.all_profiles(cloud)
     after = {**before, new.name: new}
     plans = await _plan_users(cloud, new, before, after)
