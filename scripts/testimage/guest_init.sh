@@ -10,9 +10,9 @@ up() { cut -d' ' -f1 /proc/uptime; }
 say() { echo "MCTEST: $* uptime=$(up)"; }
 say "BOOT-OK"
 for m in $(cat /etc/modules.order); do insmod "/lib/modules/$m" 2>/dev/null; done
-# no udev: wait (at most 5 s) for a cdrom and eth0 to appear
+# no udev: wait (at most 15 s: module probing is slow on a loaded TCG host) for a cdrom and eth0
 i=0
-while [ $i -lt 50 ]; do
+while [ $i -lt 150 ]; do
   grep -q ' sr0$' /proc/partitions && [ -e /sys/class/net/eth0 ] && break
   sleep 0.1; i=$((i+1))
 done
