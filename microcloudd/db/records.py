@@ -107,9 +107,9 @@ class Image(Record, kw_only=True, frozen=True):
     public: bool = False
     created_at: str = ""
     # "importing" from the upload until its RBD image and snapshot exist, then "ready"; an
-    # import that died with its member is found by this and `location` and cleaned up.
+    # import that died with its member is found by this and `worker` and cleaned up.
     status: str = "ready"
-    location: str = ""  # the member running the import
+    worker: str = ""  # the member running the import
 
 
 class ImageAlias(Record, kw_only=True, frozen=True):
@@ -144,6 +144,10 @@ class Volume(Record, kw_only=True, frozen=True):
     used_by: list[str] = []  # instance names it is attached to
     location: str = ""
     created_at: str = ""
+    # "creating" until its RBD volume is whole (create, copy, backup import), then "ready";
+    # work that died with its member (`worker`) is undone at that member's next start.
+    status: str = "ready"
+    worker: str = ""
 
 
 class VolumeSnapshot(Record, kw_only=True, frozen=True):

@@ -181,7 +181,7 @@ async def start_import(cloud: Cloud, staged: Staged, req: ImportRequest) -> Oper
         props = {**(req.properties or {}), "volatile.virtual_size": str(disk.virtual_size)}
         record = Image(fingerprint=fp, filename=req.filename or staged.path.name, size=staged.size,
                        format=disk.format.value, pool=req.pool, properties=props, public=req.public,
-                       created_at=now(), status=IMPORTING, location=cloud.settings.get("member", ""))
+                       created_at=now(), status=IMPORTING, worker=cloud.settings.get("member", ""))
         async with db.transaction() as txn:  # desired state first; undone if the import fails
             txn.insert(record)
             if req.alias:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from microcloudd import faults
 from microcloudd.api import storage as api
 from microcloudd.api.errors import AlreadyExists, InUse, InvalidArgument, NotFound, QuotaExceeded
 from microcloudd.api.names import check_name
@@ -24,6 +25,7 @@ from microcloudd.services.image_staging import Staged, new_path
 from microcloudd.services.reverter import Reverter
 
 CUSTOM = "custom"
+CREATING, READY = "creating", "ready"  # Volume.status
 CONFIG_KEYS = {"size"}
 
 
@@ -35,11 +37,15 @@ def _url(pool: str, name: str) -> str:
     return f"/1.0/storage-pools/{pool}/volumes/custom/{name}"
 
 
-def get_record(cloud: Cloud, pool: str, name: str) -> Volume:
+def get_record(cloud: Cloud, pool: str, name: str, *, ready: bool = False) -> Volume:
+    """The volume's row; with `ready`, refused while its create, copy or import still runs."""
     storage_pools.get_record(cloud, pool)
     rec = cloud.need_db().get_or_none(Volume, _key(pool, name))
     if rec is None:
         raise NotFound(f"Volume {name!r} not found in storage pool {pool!r}")
+    if ready and rec.status != READY:
+        raise InvalidArgument(f"Volume {name!r} in storage pool {pool!r} is still being created; wait for "
+                              "its operation (`microcloud operation list`) and try again")
     return rec
 
 
@@ -93,6 +99,10 @@ def _config_size(config: dict[str, str]) -> int | None:
     return size
 
 
+async def _ready(cloud: Cloud, pool: str, name: str) -> None:
+    await cloud.need_db().update(Volume, _key(pool, name), status=READY)
+
+
 async def _record(cloud: Cloud, rec: Volume, revert: Reverter) -> None:
     db = cloud.need_db()
     await db.insert(rec)
@@ -113,7 +123,7 @@ async def start_create(cloud: Cloud, pool: str, body: api.StorageVolumesPost) ->
         if body.source.type != "copy":
             raise InvalidArgument(f"Unsupported volume source type {body.source.type!r}: only \"copy\"")
         src_pool = body.source.pool or pool
-        src = get_record(cloud, src_pool, body.source.name)
+        src = get_record(cloud, src_pool, body.source.name, ready=True)
         if size is not None and size != src.size:
             raise InvalidArgument("A copy has the size of its source; resize it afterwards")
         size = src.size
@@ -121,7 +131,7 @@ async def start_create(cloud: Cloud, pool: str, body: api.StorageVolumesPost) ->
         raise InvalidArgument("A new volume needs config.size (e.g. \"10GiB\")")
     await _check_room(cloud, pool, size, f"Volume {body.name!r}")
     rec = Volume(pool=pool, name=body.name, size=size, description=body.description,
-                 location="", created_at=now())
+                 location="", created_at=now(), status=CREATING, worker=cloud.settings.get("member", ""))
     revert = Reverter()
     await _record(cloud, rec, revert)
 
@@ -135,6 +145,7 @@ async def start_create(cloud: Cloud, pool: str, body: api.StorageVolumesPost) ->
                                          progress=progress)
             else:
                 await driver.create_volume(pool, body.name, size, may_exist=True)
+            await _ready(cloud, pool, body.name)
             revert.success()
         cloud.events.lifecycle("storage-volume-created", _url(pool, body.name))
         return {"size": size}
@@ -147,7 +158,7 @@ async def start_create(cloud: Cloud, pool: str, body: api.StorageVolumesPost) ->
 
 async def update(cloud: Cloud, pool: str, name: str, body: api.StorageVolumePut, *, force: bool,
                  replace: bool) -> Volume:
-    rec = get_record(cloud, pool, name)
+    rec = get_record(cloud, pool, name, ready=True)
     db, driver = cloud.need_db(), cloud.need_storage()
     if body.restore:
         snap = db.get_or_none(VolumeSnapshot, (_key(pool, name), body.restore))
@@ -175,7 +186,7 @@ async def update(cloud: Cloud, pool: str, name: str, body: api.StorageVolumePut,
 
 
 async def delete(cloud: Cloud, pool: str, name: str) -> None:
-    rec = get_record(cloud, pool, name)
+    rec = get_record(cloud, pool, name, ready=True)
     if rec.used_by:
         raise InUse(f"Volume {name!r} is attached to instance(s) {', '.join(sorted(rec.used_by))}; "
                     "detach it first", instances=sorted(rec.used_by))
@@ -192,7 +203,7 @@ async def delete(cloud: Cloud, pool: str, name: str) -> None:
 
 async def attach(cloud: Cloud, pool: str, name: str, instance: str) -> Volume:
     """Mark the volume used by `instance` (the compute side attaches the disk); idempotent."""
-    rec = get_record(cloud, pool, name)
+    rec = get_record(cloud, pool, name, ready=True)
     await cloud.need_storage().set_attached(pool, name, instance, True)
     if instance not in rec.used_by:
         rec = await cloud.need_db().update(Volume, rec.row_key(), used_by=sorted({*rec.used_by, instance}))
@@ -229,7 +240,7 @@ def get_snapshot(cloud: Cloud, pool: str, name: str, snapshot: str) -> VolumeSna
 
 
 async def start_snapshot(cloud: Cloud, pool: str, name: str, body: api.SnapshotsPost) -> Operation:
-    rec = get_record(cloud, pool, name)
+    rec = get_record(cloud, pool, name, ready=True)
     check_name("snapshot", body.name)
     db, driver = cloud.need_db(), cloud.need_storage()
     key = (rec.row_key(), body.name)
@@ -267,7 +278,7 @@ async def start_delete_snapshot(cloud: Cloud, pool: str, name: str, snapshot: st
 
 async def export(cloud: Cloud, pool: str, name: str) -> Path:
     """Write a backup file of the volume under the staging dir; the caller streams and removes it."""
-    get_record(cloud, pool, name)
+    get_record(cloud, pool, name, ready=True)
     target = new_path(cloud.state_dir, "backup")
     try:
         await cloud.need_storage().export_volume(pool, name, target)
@@ -286,7 +297,8 @@ async def start_import(cloud: Cloud, pool: str, name: str, staged: Staged) -> Op
     try:
         _check_new(cloud, pool, name)
         revert = Reverter()
-        await _record(cloud, Volume(pool=pool, name=name, size=0, created_at=now()), revert)
+        await _record(cloud, Volume(pool=pool, name=name, size=0, created_at=now(), status=CREATING,
+                                    worker=cloud.settings.get("member", "")), revert)
     except BaseException:
         staged.remove()
         raise
@@ -300,7 +312,8 @@ async def start_import(cloud: Cloud, pool: str, name: str, staged: Staged) -> Op
 
                 info = await driver.import_volume(pool, name, staged.path, progress=progress)
                 revert.add(lambda: driver.delete_volume(pool, name, if_exists=True), "RBD volume")
-                await db.update(Volume, _key(pool, name), size=info.size)
+                faults.point("volume.imported")
+                await db.update(Volume, _key(pool, name), size=info.size, status=READY)
                 revert.success()
         finally:
             staged.remove()

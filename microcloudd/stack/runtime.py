@@ -18,11 +18,11 @@ from microcloudd.api.errors import MicrocloudError
 from microcloudd.components.supervisor import Supervisor
 from microcloudd.init import record
 from microcloudd.services import (
-    image_reconciler,
     instance_reconciler,
     network_reconciler,
     networks,
     storage_pools,
+    storage_reconciler,
 )
 from microcloudd.services.cloud import Cloud
 from microcloudd.stack import drivers
@@ -39,6 +39,7 @@ class Runtime:
         self._task: asyncio.Task[None] | None = None
         self._instances: Any = None
         self._networks: Any = None
+        self._storage: asyncio.Task[None] | None = None
 
     def initialized(self) -> bool:
         return record.load(self.cloud.state_dir).initialized
@@ -64,7 +65,9 @@ class Runtime:
         """Drivers in, reconcilers running: the member serves its whole API."""
         rec = record.load(self.cloud.state_dir)
         await drivers.connect(self.cloud, stack, rec.secret_uuid)
-        await image_reconciler.run_once(self.cloud, self.started)
+        if self._storage is None:
+            self._storage = asyncio.get_running_loop().create_task(
+                storage_reconciler.run(self.cloud, self.started), name="storage-reconciler")
         if self._instances is None:
             self._instances = await instance_reconciler.start(self.cloud)
         if self._networks is None:
@@ -73,12 +76,14 @@ class Runtime:
         log.info("member %s is ready", stack.plan.member)
 
     async def stop(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, MicrocloudError):
-                pass
+        for task in (self._task, self._storage):
+            if task is not None and not task.done():
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, MicrocloudError):
+                    pass
+        self._storage = None
         # Guests go down with libvirtd, our child: shut them down gracefully first (bounded),
         # each recorded RUNNING so the reconciler starts it again after our restart.
         shutdown = getattr(self._instances, "shutdown_instances", None)
