@@ -19,10 +19,11 @@ import rados
 import rbd
 
 from microcloudd.api.errors import InvalidArgument
-from microcloudd.db.records import Image, ImageAlias, StoragePool, Volume
+from microcloudd.api.instances import InstanceSource, InstancesPost
+from microcloudd.db.records import Image, ImageAlias, Instance, StoragePool, Volume
 from microcloudd.drivers.storage import naming
 from microcloudd.drivers.storage.base import VolumeType
-from microcloudd.services import images, storage_reconciler, volumes
+from microcloudd.services import images, instances, storage_reconciler, volumes
 from microcloudd.services.cloud import Cloud
 from microcloudd.services.image_staging import staging_dir
 from tests.fixtures.ceph import CephCluster, make_raw_disk
@@ -164,6 +165,10 @@ async def test_an_importing_image_is_refused_for_a_root_disk(cloud: Cloud, rbd_p
         before = await _owned(cloud, rbd_pool)
         with pytest.raises(InvalidArgument, match="still being imported"):
             await images.clone_root_disk(cloud, "too-early", importing)
+        with pytest.raises(InvalidArgument, match="still being imported"):  # a launch, up front
+            body = InstancesPost(name="too-early", source=InstanceSource(alias="test"))
+            await instances.create(cloud, body)
+        assert db.get_or_none(Instance, "too-early") is None
         assert await _owned(cloud, rbd_pool) == before
         vm_disks = await storage.list_volumes(rbd_pool, type=VolumeType.VM)
         assert not [v for v in vm_disks if "too-early" in v.name]

@@ -12,12 +12,12 @@ from microcloudd.api import instances as api
 from microcloudd.api.errors import AlreadyExists, Conflict, InUse, InvalidArgument, NotFound
 from microcloudd.api.names import check_name
 from microcloudd.api.server import Operation
-from microcloudd.db.records import Image, ImageAlias, Instance, Network
+from microcloudd.db.records import Image, ImageAlias, Instance, Network, Volume
 from microcloudd.drivers.compute.types import PowerState
 from microcloudd.drivers.storage.base import VolumeType
 from microcloudd.events import now
 from microcloudd.operations import OperationContext
-from microcloudd.services import images, network_store
+from microcloudd.services import images, network_store, volumes
 from microcloudd.services import instance_config as ic
 from microcloudd.services import instance_launch as launch
 from microcloudd.services import instance_spec as isp
@@ -38,10 +38,10 @@ def resolve_image(cloud: Cloud, source: api.InstanceSource) -> Image:
         alias = db.get_or_none(ImageAlias, source.alias)
         if alias is None:
             raise NotFound(f"Image alias {source.alias!r} not found")
-        return db.get(Image, alias.image)
+        return images.require_ready(db.get(Image, alias.image))
     if not source.fingerprint:
         raise InvalidArgument("The source needs an image alias or fingerprint")
-    return images.resolve_now(cloud, source.fingerprint)
+    return images.require_ready(images.resolve_now(cloud, source.fingerprint))
 
 
 def check_instance_name(name: str) -> str:
@@ -60,8 +60,12 @@ async def _check_references(cloud: Cloud, devices: dict[str, dict[str, str]], na
     storage = cloud.need_storage()
     for dev_name, dev in ic.volume_devices(devices).items():
         check_name("volume", dev["source"])
-        info = await storage.volume_info(dev.get("pool") or isp.default_pool(cloud), dev["source"],
-                                         type=VolumeType.CUSTOM)
+        pool = dev.get("pool") or isp.default_pool(cloud)
+        row = db.get_or_none(Volume, (pool, VolumeType.CUSTOM.value, dev["source"]))
+        if row is not None and row.status != volumes.READY:
+            raise InvalidArgument(f"Volume {dev['source']!r} (device {dev_name!r}) is still being created; "
+                                  "wait for its operation and try again")
+        info = await storage.volume_info(pool, dev["source"], type=VolumeType.CUSTOM)
         others = [i for i in info.attached_to if i != name]
         if others:
             raise InUse(f"Volume {dev['source']!r} (device {dev_name!r}) is attached to {', '.join(others)}")
