@@ -192,3 +192,19 @@ async def test_delete_image_with_clones(storage_daemon: StorageDaemon, tmp_path:
             raise AssertionError("the clone still has a parent")
         except rbd.ImageNotFound:
             pass
+
+
+async def test_import_without_a_pool_goes_to_the_members_default_pool(storage_daemon: StorageDaemon,
+                                                                     tmp_path: Path) -> None:
+    """No pool header: the pool init made (`storage.pool`), whatever its name, not "remote"."""
+    sd = storage_daemon
+    sd.cloud.settings["storage.pool"] = sd.pool
+    disk = make_raw_disk(tmp_path / "d.raw", 4 * MiB, seed=31)
+    data = await asyncio.to_thread(disk.read_bytes)
+    r = await sd.http.post("/1.0/images", data=data, headers={"Content-Type": "application/octet-stream"})
+    body = await r.json()
+    assert r.status == 202, body
+    op = await sd.wait_response(body)
+    assert op["status"] == "Success", op
+    (img,) = sd.db.all(Image)
+    assert img.pool == sd.pool and img.status == "ready"

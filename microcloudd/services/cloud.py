@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 _NOT_READY = "{what} is not available: this member is not initialised yet (run `microcloud init`)"
 
 
+DEFAULT_POOL = "remote"  # init's default pool name, as in Canonical MicroCloud
+
+
 @dataclass
 class Cloud:
     state_dir: Path
@@ -37,6 +40,11 @@ class Cloud:
     supervisor: Supervisor | None = None
     # Facts the drivers need beside themselves (ceph mon address, secret uuid, OVS rundir...).
     settings: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def default_pool(self) -> str:
+        """The storage pool init made (`storage.pool`), where a request names none."""
+        return self.settings.get("storage.pool") or DEFAULT_POOL
 
     def need_db(self) -> Database:
         if self.db is None:

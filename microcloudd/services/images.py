@@ -143,12 +143,13 @@ class ImportRequest:
     filename: str = ""
     public: bool = False
     properties: dict[str, str] | None = None
-    pool: str = storage_pools.DEFAULT_POOL
+    pool: str = ""  # the member's default pool when empty
     alias: str = ""
 
 
 def check_import(cloud: Cloud, req: ImportRequest) -> None:
     """What can be refused before the body is read: the pool and the alias."""
+    req.pool = req.pool or cloud.default_pool
     storage_pools.get_record(cloud, req.pool)
     cloud.need_storage()
     if req.alias:

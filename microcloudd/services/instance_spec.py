@@ -30,13 +30,12 @@ from microcloudd.services import network_store
 from microcloudd.services import profile_expand as pe
 from microcloudd.services.cloud import Cloud
 
-DEFAULT_POOL = pe.DEFAULT_POOL
 SEED_SUFFIX = "-cidata"  # the seed is the VM volume "<instance>-cidata": such names are reserved
 MAX_NAME = 63 - len(SEED_SUFFIX)
 
 
 def default_pool(cloud: Cloud) -> str:
-    return cloud.settings.get("storage.pool") or DEFAULT_POOL
+    return cloud.default_pool
 
 
 def expanded(cloud: Cloud, rec: Instance) -> Instance:

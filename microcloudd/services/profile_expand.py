@@ -24,7 +24,6 @@ from microcloudd.db.records import Instance, Profile
 from microcloudd.services.cloud import Cloud
 
 DEFAULT = "default"
-DEFAULT_POOL = "remote"  # as instance_spec.DEFAULT_POOL (imported there from here would cycle)
 
 Devices = dict[str, dict[str, str]]
 Profiles = Mapping[str, Profile]
@@ -32,7 +31,7 @@ Profiles = Mapping[str, Profile]
 
 def builtin_default(cloud: Cloud) -> Profile:
     devices: Devices = {"root": {"type": "disk", "path": "/",
-                                 "pool": cloud.settings.get("storage.pool") or DEFAULT_POOL}}
+                                 "pool": cloud.default_pool}}
     network = cloud.settings.get("network.default")
     if network:
         devices["eth0"] = {"type": "nic", "network": network, "name": "eth0"}

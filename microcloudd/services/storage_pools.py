@@ -12,10 +12,11 @@ from microcloudd.api import storage as api
 from microcloudd.api.errors import AlreadyExists, InUse, InvalidArgument, MicrocloudError, NotFound
 from microcloudd.api.names import check_name
 from microcloudd.db.records import Image, StoragePool, Volume
+from microcloudd.services import cloud as cloud_mod
 from microcloudd.services.cloud import Cloud
 from microcloudd.services.reverter import Reverter
 
-DEFAULT_POOL = "remote"
+DEFAULT_POOL = cloud_mod.DEFAULT_POOL
 CONFIG_KEYS = {"quota"}
 
 

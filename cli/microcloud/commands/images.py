@@ -27,7 +27,7 @@ def image() -> None:
 @image.command("import")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--alias", default="", help="an alias to give the image")
-@click.option("--pool", default="", help="the storage pool to keep it in (default: remote)")
+@click.option("--pool", default="", help="the storage pool to keep it in (default: the one init made)")
 @click.option("--public", is_flag=True, help="make the image public")
 @click.option("--property", "props", multiple=True, metavar="KEY=VALUE", help="an image property")
 @click.pass_obj

@@ -15,7 +15,6 @@ from microcloudd.rest import envelope
 from microcloudd.rest.app import Context
 from microcloudd.services import image_staging, images
 from microcloudd.services.cloud import Cloud
-from microcloudd.services.storage_pools import DEFAULT_POOL
 
 CHUNK = 1 << 20
 
@@ -31,7 +30,7 @@ def _import_request(request: web.Request) -> images.ImportRequest:
         raise InvalidArgument(f"Invalid {api.H_PROPERTIES} header: {e}") from None
     public = h.get(api.H_PUBLIC, "").lower() in ("1", "true", "yes")
     return images.ImportRequest(filename=h.get(api.H_FILENAME, ""), public=public, properties=props,
-                                pool=h.get(api.H_POOL, "") or DEFAULT_POOL, alias=h.get(api.H_ALIAS, ""))
+                                pool=h.get(api.H_POOL, ""), alias=h.get(api.H_ALIAS, ""))
 
 
 class ImagesHandlers:
