@@ -32,7 +32,8 @@ SHUTDOWN_BUDGET = 30.0  # for all guests together; then they are powered off
 
 
 def wants_start(rec: Instance) -> bool:
-    """Whether the member's start should start `rec` (a created instance of this member)."""
+    """Whether the member's start should start `rec` (a created instance of this member, its
+    profiles applied)."""
     auto = rec.config.get(AUTOSTART, "").strip().lower()
     if auto in ic.TRUE:
         return True
@@ -77,7 +78,7 @@ async def start_instances(cloud: Cloud) -> Started:
             continue  # API work owns it right now
         async with locks(cloud).hold(rec.name):
             rec = db.get_or_none(Instance, rec.name) or rec
-            if not wants_start(rec):
+            if not wants_start(isp.expanded(cloud, rec)):  # boot.autostart may come from a profile
                 continue
             try:
                 if not await compute.exists(rec.name):
