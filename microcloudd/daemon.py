@@ -8,13 +8,13 @@ initialised (DIR/init/state.json), the whole stack starts in the background in d
 order (microcloudd.stack), the drivers are built into the Cloud and the reconcilers start;
 `microcloud status` answers meanwhile.
 
-Stop (SIGTERM): operations, API, reconcilers, drivers, then every component in reverse start
-order, the database last. An uninitialised daemon exits within STOP_BUDGET; with the stack,
-the components' own stop timeouts apply (typically 2-6 s; at worst a Ceph OSD's 30 s flush),
-within the unit's TimeoutStopSec. Guest policy: libvirtd's wrapper stops every QEMU when
-libvirtd stops, so guests are powered off (not gracefully) with microcloudd; after a restart
-the instance reconciler records them as Stopped and `microcloud start` (or `make up`) starts
-them again.
+Stop (SIGTERM): operations, API, the running guests (an ACPI shutdown each, 30 s in all, then
+power-off; each recorded `volatile.last_state.power=RUNNING`), reconcilers, drivers, then every
+component in reverse start order, the database last. An uninitialised daemon exits within
+STOP_BUDGET; with the stack, the components' own stop timeouts apply (typically 2-6 s; at
+worst a Ceph OSD's 30 s flush), within the unit's TimeoutStopSec (90 s). After a restart the
+instance reconciler starts again what ran before (`boot.autostart`, else the last state), and
+the storage reconciler finishes or undoes image and volume work the old daemon left half done.
 """
 
 from __future__ import annotations
