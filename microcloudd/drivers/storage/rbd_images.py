@@ -76,7 +76,9 @@ def import_image(s: Session, pool: str, source: Path, progress: SyncProgress) ->
         return _info(io, pool, fingerprint)
 
 
-def _info(io: object, pool: str, fingerprint: str) -> ImageInfo:
+def _info(io: object, pool: str, fingerprint: str, *, clones: bool = True) -> ImageInfo:
+    """`clones=False` leaves ImageInfo.clones empty: listing them opens every clone, so a
+    launch that asked for them cost O(instances of the image)."""
     name = naming.backend_name(VolumeType.IMAGE, fingerprint)
     what = _what(pool, fingerprint)
     with open_image(io, name, what, read_only=True) as image, translated(what):
@@ -84,10 +86,10 @@ def _info(io: object, pool: str, fingerprint: str) -> ImageInfo:
         if not image.snap_exists(naming.IMAGE_SNAPSHOT):
             raise NotFound(f"{what} not found (its import never finished)")
         image.set_snap(naming.IMAGE_SNAPSHOT)
-        clones = tuple(f"{c['pool']}/{c['image']}" for c in image.list_children2())
+        children = image.list_children2() if clones else ()
         return ImageInfo(pool=pool, fingerprint=fingerprint, backend_name=name,
                          format=DiskFormat(meta.get("format", "raw")), size=image.size(),
-                         clones=clones, metadata=meta)
+                         clones=tuple(f"{c['pool']}/{c['image']}" for c in children), metadata=meta)
 
 
 def image_info(s: Session, pool: str, fingerprint: str) -> ImageInfo:
@@ -153,7 +155,7 @@ def create_root_disk(s: Session, pool: str, instance: str, fingerprint: str, siz
             if may_exist and info.parent == f"{pool}/{parent}@{naming.IMAGE_SNAPSHOT}":
                 return info
             raise AlreadyExists(f"{what} already exists")
-        image = _info(io, pool, fingerprint)
+        image = _info(io, pool, fingerprint, clones=False)
         if size and size < image.size:
             raise InvalidArgument(f"{what}: size {size} is smaller than the image ({image.size} bytes)")
         with translated(what):
