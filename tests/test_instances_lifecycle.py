@@ -4,17 +4,15 @@ real database): launch, the domain XML it defines, state actions, update, snapsh
 from __future__ import annotations
 
 import asyncio
-import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import libvirt
 import pytest
 
 from microcloudd.db.records import Instance
 from microcloudd.services.cloud import Cloud
-from tests.fixtures.cloud import NETWORK, ApiServer, leftovers
+from tests.fixtures.cloud import NETWORK, ApiServer, domain_xml, leftovers
 
 
 class Api:
@@ -42,14 +40,6 @@ async def api(cloud_daemon: ApiServer) -> AsyncIterator[Api]:
     async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(cloud_daemon.socket_path)),
                                      base_url="http://localhost") as s:
         yield Api(s)
-
-
-def domain_xml(name: str) -> ET.Element:
-    conn = libvirt.open("test:///default")
-    try:
-        return ET.fromstring(conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-    finally:
-        conn.close()
 
 
 async def test_launch_defines_rbd_disk_ovs_port_and_seed(api: Api, cloud: Cloud) -> None:

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import libvirt
 import pytest
 from aiohttp import web
 
@@ -27,7 +26,7 @@ from microcloudd.db.records import Instance, Profile
 from microcloudd.drivers.storage.base import VolumeType
 from microcloudd.services.cloud import Cloud
 from microcloudd.services.instance_reconciler import InstanceReconciler
-from tests.fixtures.cloud import NETWORK, SERVER, add_network, leftovers
+from tests.fixtures.cloud import NETWORK, SERVER, add_network, domain_xml, leftovers
 
 CLI = str(Path(sys.executable).parent / "microcloud")
 MiB = 1 << 20
@@ -97,14 +96,6 @@ async def api(socket_path: Path) -> AsyncIterator[Api]:
     async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(socket_path)),
                                      base_url="http://localhost") as s:
         yield Api(s)
-
-
-def domain_xml(name: str) -> ET.Element:
-    conn = libvirt.open("test:///default")
-    try:
-        return ET.fromstring(conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-    finally:
-        conn.close()
 
 
 def interface_ids(root: ET.Element) -> set[str | None]:
