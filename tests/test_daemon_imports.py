@@ -1,0 +1,18 @@
+"""The daemon starts without the drivers' native libraries: librados/librbd, libvirt and
+pyroute2 are imported when the stack connects (stack/drivers.py, stack/uplink.py), so a
+member that is not initialised stays small (bench.api prints its RSS). This guards the
+import graph; it does not time or weigh anything."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ("libvirt", "rados", "rbd", "pyroute2", "ovsdbapp.schema.ovn_northbound")
+
+
+def test_importing_the_daemon_loads_no_driver_library() -> None:
+    code = ("import sys, microcloudd.daemon; "
+            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"imported at daemon start: {out.stdout.strip()}"
