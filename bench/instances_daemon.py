@@ -12,11 +12,11 @@ processes also map), and GET /1.0/instances?recursion=1 / =2 latency on that dae
 LXD 5.0 on this machine at 500: RSS ≈340 MB, recursion=1 ≈65 ms, recursion=2 ≈2.0 s.
 Target: RSS under 100 MB. Everything is removed afterwards. Figures only, never a failure.
 
-Measured (2 loaded cores, TCG): idle 120 MB after the image import (101 MB before it: glibc
-keeps the import's 4 MiB buffers), 137 MB at 500 (Pss 112, Private 96); a daemon restarted
-at 500 holds 110 MB. With MALLOC_MMAP_THRESHOLD_=131072 exported (a fixed threshold, so big
-buffers go back to the kernel): 98 MB idle, 118 MB at 500. recursion=1 19-30 ms,
-recursion=2 0.45-0.97 s at 500 (libvirtd's real per-domain queries; load-dependent).
+Measured (2 loaded cores, TCG), glibc defaults: idle 120 MB after the image import (101 MB
+before it: glibc kept the import's 4 MiB buffers), 137 MB at 500 (Pss 112, Private 96). Since
+microcloudd fixes the mmap threshold at 128 KiB (microcloudd/malloc.py): 99 MB idle after the
+import, 119 MB at 500 (Pss 86, Private 75). recursion=1 19-30 ms, recursion=2 0.45-0.97 s at
+500 (libvirtd's real per-domain queries; load-dependent).
 """
 
 from __future__ import annotations
