@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=__version__)
     args = parser.parse_args(argv)
     logsetup.setup(args.debug)
-    malloc.limit_arenas()
+    malloc.tune()
     state_dir = (args.state_dir or default_state_dir()).absolute()
     try:
         asyncio.run(run(state_dir, args.server_name, args.db_address))
