@@ -23,7 +23,6 @@ from microcloudd.services.network_config import UPLINK_ADDRESS
 from microcloudd.services.reverter import Reverter
 
 log = logging.getLogger(__name__)
-MAX_PORTS = 1000
 
 
 def spec_of(rec: ForwardRecord) -> ForwardSpec:
@@ -54,22 +53,6 @@ def record(db: Database, network: str, listen_address: str) -> ForwardRecord:
     if rec is None:
         raise NotFound(f"Network {network!r} has no forward on {listen_address}")
     return rec
-
-
-def _port_count(value: str, what: str) -> int:
-    total = 0
-    for item in (x.strip() for x in value.split(",")):
-        lo_s, _, hi_s = item.partition("-")
-        try:
-            lo, hi = int(lo_s), int(hi_s or lo_s)
-        except ValueError:
-            raise InvalidArgument(f"forward {what} {item!r} is not a port or port range") from None
-        if not 0 < lo <= hi <= 65535:
-            raise InvalidArgument(f"forward {what} {item!r} is out of range 1-65535")
-        total += hi - lo + 1
-    if total > MAX_PORTS:
-        raise InvalidArgument(f"forward {what} {value!r} names more than {MAX_PORTS} ports")
-    return total
 
 
 def check(db: Database, rec: ForwardRecord) -> ForwardRecord:
@@ -109,9 +92,9 @@ def check(db: Database, rec: ForwardRecord) -> ForwardRecord:
             raise InvalidArgument(f"forward port protocol {p.get('protocol')!r} is not tcp or udp")
         addressing.host_address(p.get("target_address", ""), subnet,
                                 f"forward port target_address (network {rec.network!r} is {subnet})")
-        n_listen = _port_count(p.get("listen_port", ""), "listen_port")
+        n_listen = len(addressing.port_list(p.get("listen_port", ""), "listen_port"))
         if p.get("target_port"):
-            n_target = _port_count(p["target_port"], "target_port")
+            n_target = len(addressing.port_list(p["target_port"], "target_port"))
             if n_target not in (1, n_listen):
                 raise InvalidArgument(f"forward target_port {p['target_port']!r} does not match listen_port "
                                       f"{p['listen_port']!r}")

@@ -78,6 +78,27 @@ def host_address(value: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network,
     return str(ip)
 
 
+MAX_FORWARD_PORTS = 1000
+
+
+def port_list(value: str, what: str) -> list[int]:
+    """The ports of a forward's "80,443,8000-8010": each 1-65535, at most MAX_FORWARD_PORTS
+    (counted before the ranges are expanded)."""
+    ranges: list[tuple[int, int]] = []
+    for item in (x.strip() for x in value.split(",")):
+        lo_s, _, hi_s = item.partition("-")
+        try:
+            lo, hi = int(lo_s), int(hi_s or lo_s)
+        except ValueError:
+            raise InvalidArgument(f"forward {what} {item!r} is not a port or port range") from None
+        if not 0 < lo <= hi <= 65535:
+            raise InvalidArgument(f"forward {what} {item!r} is out of range 1-65535")
+        ranges.append((lo, hi))
+    if sum(hi - lo + 1 for lo, hi in ranges) > MAX_FORWARD_PORTS:
+        raise InvalidArgument(f"forward {what} {value!r} names more than {MAX_FORWARD_PORTS} ports")
+    return [port for lo, hi in ranges for port in range(lo, hi + 1)]
+
+
 def pick_from_range(first: str, last: str, used: set[str]) -> str:
     lo, hi = ipaddress.IPv4Address(first), ipaddress.IPv4Address(last)
     ip = lo

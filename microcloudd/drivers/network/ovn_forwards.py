@@ -20,23 +20,6 @@ from microcloudd.drivers.network.ovn_network import (
 from microcloudd.drivers.network.ovn_txn import NETWORK, Nb
 
 LISTEN = "microcloud:listen"
-MAX_PORTS = 1000
-
-
-def _port_list(value: str, what: str) -> list[int]:
-    out: list[int] = []
-    for item in (x.strip() for x in value.split(",")):
-        lo_s, _, hi_s = item.partition("-")
-        try:
-            lo, hi = int(lo_s), int(hi_s or lo_s)
-        except ValueError:
-            raise InvalidArgument(f"forward {what} {item!r} is not a port or port range") from None
-        if not 0 < lo <= hi <= 65535:
-            raise InvalidArgument(f"forward {what} {item!r} is out of range 1-65535")
-        out.extend(range(lo, hi + 1))
-    if len(out) > MAX_PORTS:
-        raise InvalidArgument(f"forward {what} names more than {MAX_PORTS} ports")
-    return out
 
 
 def _router(nb: Nb, network: str) -> Any:
@@ -65,8 +48,8 @@ def check_forward(nb: Nb, network: str, spec: ForwardSpec) -> dict[str, dict[str
         if rule.protocol not in ("tcp", "udp"):
             raise InvalidArgument(f"forward protocol {rule.protocol!r} is not tcp or udp")
         target = addressing.host_address(rule.target_address, subnet, "forward target address")
-        lports = _port_list(rule.listen_port, "listen port")
-        tports = _port_list(rule.target_port, "target port") if rule.target_port else lports
+        lports = addressing.port_list(rule.listen_port, "listen port")
+        tports = addressing.port_list(rule.target_port, "target port") if rule.target_port else lports
         if len(tports) == 1 and len(lports) > 1:
             tports = tports * len(lports)
         if len(tports) != len(lports):
