@@ -21,6 +21,7 @@ from microcloudd.drivers.network.base import (
     PortSpec,
 )
 from microcloudd.drivers.network.ovn import OvnNetworkDriver
+from tests.fixtures.network_services import nb_rows
 
 TABLES = ("Logical_Switch", "Logical_Switch_Port", "Logical_Router", "Logical_Router_Port", "NAT",
           "Logical_Router_Static_Route", "DHCP_Options", "DNS", "Port_Group", "ACL", "Load_Balancer",
@@ -29,25 +30,7 @@ TABLES = ("Logical_Switch", "Logical_Switch_Port", "Logical_Router", "Logical_Ro
 
 def rows(central: Any, table: str, **where: str) -> list[dict[str, Any]]:
     """NB rows as dicts (ovn-nbctl's JSON, maps and sets decoded)."""
-    out = json.loads(central.nbctl("--format=json", "list", table))
-    result = []
-    for data in out["data"]:
-        row = {}
-        for col, val in zip(out["headings"], data, strict=True):
-            row[col] = _decode(val)
-        if all(str(row.get(k)) == v for k, v in where.items()):
-            result.append(row)
-    return result
-
-
-def _decode(v: Any) -> Any:
-    if isinstance(v, list) and v and v[0] == "map":
-        return {k: _decode(x) for k, x in v[1]}
-    if isinstance(v, list) and v and v[0] == "set":
-        return [_decode(x) for x in v[1]]
-    if isinstance(v, list) and v and v[0] == "uuid":
-        return v[1]
-    return v
+    return [row for row in nb_rows(central, table) if all(str(row.get(k)) == v for k, v in where.items())]
 
 
 def lflows(central: Any) -> list[str]:
