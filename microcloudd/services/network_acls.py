@@ -17,6 +17,7 @@ from microcloudd.db.records import Instance, Profile
 from microcloudd.db.records import NetworkACL as AclRecord
 from microcloudd.drivers.network import acl_rules
 from microcloudd.drivers.network.base import AclRule, AclSpec
+from microcloudd.services import config_patch
 from microcloudd.services import network_store as store
 from microcloudd.services.cloud import Cloud
 from microcloudd.services.reverter import Reverter
@@ -128,12 +129,7 @@ async def patch_acl(cloud: Cloud, name: str, *, description: str | None = None,
                     egress: Sequence[NetworkACLRule] | None = None,
                     config: Mapping[str, str] | None = None) -> NetworkACL:
     old = to_api(cloud.need_db(), record(cloud.need_db(), name))
-    merged = dict(old.config)
-    for k, v in (config or {}).items():
-        if v == "":
-            merged.pop(k, None)
-        else:
-            merged[k] = v
+    merged = config_patch.patched(old.config, config)
     return await replace_acl(
         cloud, name, description=old.description if description is None else description,
         ingress=old.ingress if ingress is None else ingress, egress=old.egress if egress is None else egress,

@@ -17,6 +17,7 @@ from microcloudd.db.records import Network as NetworkRecord
 from microcloudd.db.records import NetworkForward as ForwardRecord
 from microcloudd.drivers.network import addressing
 from microcloudd.drivers.network.base import ForwardPort, ForwardSpec
+from microcloudd.services import config_patch
 from microcloudd.services import network_store as store
 from microcloudd.services.cloud import Cloud
 from microcloudd.services.network_config import UPLINK_ADDRESS
@@ -159,12 +160,7 @@ async def patch_forward(cloud: Cloud, network: str, listen_address: str, *, desc
                         config: Mapping[str, str] | None = None,
                         ports: Sequence[NetworkForwardPort] | None = None) -> NetworkForward:
     old = to_api(record(cloud.need_db(), network, listen_address))
-    merged = dict(old.config)
-    for k, v in (config or {}).items():
-        if v == "":
-            merged.pop(k, None)
-        else:
-            merged[k] = v
+    merged = config_patch.patched(old.config, config)
     return await replace_forward(cloud, network, listen_address,
                                  description=old.description if description is None else description,
                                  config=merged, ports=old.ports if ports is None else ports)

@@ -20,6 +20,7 @@ from microcloudd.db.records import Instance, NetworkForward, Profile
 from microcloudd.db.records import Network as NetworkRecord
 from microcloudd.drivers.network.base import UplinkSpec
 from microcloudd.drivers.network.ovn_network import check_uplink
+from microcloudd.services import config_patch
 from microcloudd.services import network_config as netcfg
 from microcloudd.services import network_store as store
 from microcloudd.services.cloud import Cloud
@@ -149,12 +150,7 @@ async def patch_network(cloud: Cloud, name: str, *, description: str | None = No
                         config: Mapping[str, str] | None = None) -> Network:
     """PATCH: the given keys change (an empty value removes a key), the others stay."""
     old = record(cloud.need_db(), name)
-    merged = dict(old.config)
-    for k, v in (config or {}).items():
-        if v == "":
-            merged.pop(k, None)
-        else:
-            merged[k] = v
+    merged = config_patch.patched(old.config, config)
     desc = old.description if description is None else description
     return await replace_network(cloud, name, description=desc, config=merged)
 

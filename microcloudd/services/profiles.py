@@ -16,10 +16,10 @@ from microcloudd.api import profiles as api
 from microcloudd.api.errors import AlreadyExists, Forbidden, InUse, InvalidArgument, MicrocloudError, NotFound
 from microcloudd.api.names import check_name
 from microcloudd.db.records import Instance, Network, Profile, StoragePool
+from microcloudd.services import config_patch, instance_update, instances
 from microcloudd.services import instance_config as ic
 from microcloudd.services import instance_launch as launch
 from microcloudd.services import instance_spec as isp
-from microcloudd.services import instance_update, instances
 from microcloudd.services import instance_view as view
 from microcloudd.services import profile_expand as pe
 from microcloudd.services.cloud import Cloud
@@ -96,7 +96,7 @@ async def replace(cloud: Cloud, name: str, *, description: str, config: dict[str
 async def patch(cloud: Cloud, name: str, *, description: str | None, config: dict[str, str] | None,
                 devices: dict[str, dict[str, str]] | None) -> None:
     old = get_record(cloud, name)
-    merged = {k: v for k, v in {**old.config, **(config or {})}.items() if v != ""}
+    merged = config_patch.patched(old.config, config)
     await replace(cloud, name, description=old.description if description is None else description,
                   config=merged, devices={**old.devices, **(devices or {})})
 
