@@ -11,7 +11,7 @@ import asyncio
 import json
 import re
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,19 +42,10 @@ def schema_version(schema_path: Path) -> str:
 def create_db(db_path: Path, schema_path: Path, raft_local: str | None = None) -> bool:
     """Create a standalone database, or a new one-member Raft cluster when `raft_local`
     (e.g. "tcp:10.0.0.1:6644") is given. An existing file is reused: returns False then."""
-    db_path = Path(db_path)
-    if db_path.exists() and db_path.stat().st_size > 0:
-        return False
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    # Build under a temporary name so a crash never leaves a half-written database behind.
-    tmp = db_path.with_name(db_path.name + ".creating")
-    tmp.unlink(missing_ok=True)
     if raft_local:
-        _run(["ovsdb-tool", "create-cluster", str(tmp), str(schema_path), raft_local])
-    else:
-        _run(["ovsdb-tool", "create", str(tmp), str(schema_path)])
-    tmp.rename(db_path)
-    return True
+        return _make_db(db_path, lambda tmp: ["ovsdb-tool", "create-cluster", str(tmp), str(schema_path),
+                                              raft_local])
+    return _make_db(db_path, lambda tmp: ["ovsdb-tool", "create", str(tmp), str(schema_path)])
 
 
 def join_db(db_path: Path, schema_name: str, raft_local: str, raft_remotes: Sequence[str]) -> bool:
@@ -62,13 +53,20 @@ def join_db(db_path: Path, schema_name: str, raft_local: str, raft_remotes: Sequ
     once the server starts. An existing file is reused: returns False then."""
     if not raft_remotes:
         raise InvalidArgument("joining a database cluster needs the address of at least one member")
+    return _make_db(db_path, lambda tmp: ["ovsdb-tool", "join-cluster", str(tmp), schema_name, raft_local,
+                                          *raft_remotes])
+
+
+def _make_db(db_path: Path, command: Callable[[Path], list[str]]) -> bool:
+    """Run `command(tmp)` to build the file, unless a non-empty one exists (False then). It is
+    built under a temporary name so a crash never leaves a half-written database behind."""
     db_path = Path(db_path)
     if db_path.exists() and db_path.stat().st_size > 0:
         return False
     db_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = db_path.with_name(db_path.name + ".creating")
     tmp.unlink(missing_ok=True)
-    _run(["ovsdb-tool", "join-cluster", str(tmp), schema_name, raft_local, *raft_remotes])
+    _run(command(tmp))
     tmp.rename(db_path)
     return True
 
