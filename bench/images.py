@@ -104,27 +104,10 @@ async def bench(ceph: CephCluster, server_db: DbServer, files: list[Path], size:
         await ops.shutdown()
         await runner.cleanup()
         for pool in pools:
-            await asyncio.to_thread(_purge, ceph, pool)
+            await asyncio.to_thread(ceph.purge_pool, pool)
         await driver.close()
         await db.close()
         shutil.rmtree(state, ignore_errors=True)
-
-
-def _purge(ceph: CephCluster, pool: str) -> None:
-    import rbd
-
-    with ceph.rados() as cluster:
-        if not cluster.pool_exists(pool):
-            return
-        with cluster.open_ioctx(pool) as io:
-            for name in rbd.RBD().list(io):
-                with rbd.Image(io, name) as im:
-                    for s in list(im.list_snaps()):
-                        if im.is_protected_snap(s["name"]):
-                            im.unprotect_snap(s["name"])
-                        im.remove_snap(s["name"])
-                rbd.RBD().remove(io, name)
-    ceph.delete_pool(pool)
 
 
 def main() -> None:
