@@ -184,7 +184,7 @@ def _secure_socket(path: Path) -> None:
 
 
 def _forget_our_signals_in_child() -> None:
-    """In a child forked without exec (pyroute2's NetNS helper): when that child gets SIGTERM,
+    """In a child forked without exec (a library's helper process): when that child gets SIGTERM,
     Python's handler would write it into the event loop's wakeup fd, which the child shares
     with us, and microcloudd would take it for its own SIGTERM and stop. Not in children."""
     with contextlib.suppress(ValueError):

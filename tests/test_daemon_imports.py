@@ -1,5 +1,5 @@
 """The daemon starts without the drivers' native libraries: librados/librbd, libvirt and
-pyroute2 are imported when the stack connects (stack/drivers.py, stack/uplink.py), so a
+the OVN NB schema are imported when the stack connects (stack/drivers.py), so a
 member that is not initialised stays small (bench.api prints its RSS). This guards the
 import graph; it does not time or weigh anything."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("libvirt", "rados", "rbd", "pyroute2", "ovsdbapp.schema.ovn_northbound")
+HEAVY = ("libvirt", "rados", "rbd", "ovsdbapp.schema.ovn_northbound")
 
 
 def test_importing_the_daemon_loads_no_driver_library() -> None:

@@ -13,15 +13,12 @@ network.uplink:
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING
 
 from microcloudd.api.init import NetworkPlan
 from microcloudd.components import ovs
 from microcloudd.drivers.network.base import UplinkSpec
+from microcloudd.drivers.network.host import HostNatUplink, PhysicalUplink
 from microcloudd.stack.layout import Layout
-
-if TYPE_CHECKING:
-    from microcloudd.drivers.network.host import HostNatUplink
 
 PHYSICAL_NETWORK = "uplink"
 
@@ -40,9 +37,6 @@ def spec(lay: Layout, chassis: str, net: NetworkPlan | None = None) -> UplinkSpe
 
 
 def host_nat(lay: Layout) -> HostNatUplink:
-    # pyroute2 (~9 MB) only when the uplink is wired, not when the daemon starts.
-    from microcloudd.drivers.network.host import HostNatUplink
-
     gateway = f"{next(lay.uplink_net.hosts())}/{lay.uplink_net.prefixlen}"
     return HostNatUplink(gateway=gateway, physical_network=PHYSICAL_NETWORK, bridge=lay.uplink_bridge,
                          name=f"mc{lay.tag}u")
@@ -50,8 +44,6 @@ def host_nat(lay: Layout) -> HostNatUplink:
 
 async def ensure(lay: Layout, cfg: ovs.ChassisConfig, net: NetworkPlan | None = None) -> None:
     if net is not None and net.uplink != "nat":
-        from microcloudd.drivers.network.host import PhysicalUplink
-
         await PhysicalUplink(net.uplink, PHYSICAL_NETWORK, lay.uplink_bridge).apply(cfg)
     else:
         await host_nat(lay).apply(cfg)
