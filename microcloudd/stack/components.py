@@ -99,6 +99,9 @@ class LocalStack:
 
     async def _netns(self) -> None:
         await asyncio.to_thread(netns.ensure, self.lay)
+        if self.external_ceph:
+            # QEMU (in the namespace) opens the guests' disks on the site's monitors and OSDs.
+            await asyncio.to_thread(netns.ensure_egress, self.lay)
 
     async def _ovn_central(self) -> None:
         ip = self.lay.host_ip
