@@ -11,7 +11,7 @@ import pytest
 
 from microcloudd.db.records import Instance
 from microcloudd.services.cloud import Cloud
-from tests.fixtures.cloud import ApiServer, leftovers
+from tests.fixtures.cloud import ApiServer, add_network, leftovers
 
 NOTHING: dict[str, list[str]] = {"domains": [], "volumes": [], "ports": []}
 
@@ -130,3 +130,23 @@ async def test_wrong_state_requests(http: aiohttp.ClientSession, cloud: Cloud) -
         assert r.status == 400
     async with http.put("/1.0/instances/st1", json={"restore": "nosnap"}) as r:
         assert r.status == 404
+
+
+async def test_a_launch_on_a_full_network_fails_and_leaves_nothing(http: aiohttp.ClientSession,
+                                                                   cloud: Cloud) -> None:
+    """A /29 has addresses for 5 NICs: the 6th launch fails (it used to succeed with a NIC OVN
+    could give no address) and leaves nothing of itself."""
+    assert cloud.db is not None and cloud.network is not None
+    await add_network(cloud.db, cloud.network, "tiny", "10.67.0.1/29")
+    nic = {"eth0": {"type": "nic", "network": "tiny"}}
+    for i in range(5):
+        env = await post(http, vm(f"full{i}", devices=nic))
+        async with http.get(f"/1.0/operations/{env['metadata']['id']}/wait") as r:
+            assert (await r.json())["metadata"]["status"] == "Success"
+    before = await leftovers(cloud)
+    env = await post(http, vm("full5", devices=nic))
+    async with http.get(f"/1.0/operations/{env['metadata']['id']}/wait") as r:
+        op = (await r.json())["metadata"]
+    assert op["status"] == "Failure" and "network tiny has no free IPv4 address" in op["err"], op
+    assert await leftovers(cloud) == before
+    assert "full5" not in {i.name for i in cloud.db.all(Instance)}

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from microcloudd.api.errors import AlreadyExists, InUse, InvalidArgument, NotFound
+from microcloudd.api.errors import AlreadyExists, InUse, InvalidArgument, NotFound, QuotaExceeded
 from microcloudd.drivers.network.base import (
     AclRule,
     AclSpec,
@@ -365,3 +365,23 @@ async def test_create_ports_batch_is_all_or_nothing(
     same = PortSpec(network=name, name="p0", id=made[0].id)
     again = await network_driver.create_ports([same], may_exist=True)
     assert again[0].id == made[0].id
+
+
+async def test_a_full_subnet_refuses_another_port_and_changes_nothing(
+    network_driver: OvnNetworkDriver, ovn_central: Any
+) -> None:
+    """A /29 holds 5 instance addresses (network, broadcast and gateway excepted): a 6th port,
+    dynamic or static, is refused instead of created without an address."""
+    name = net_name()
+    await network_driver.create_network(NetworkSpec(name=name, ipv4_address="10.66.0.1/29"))
+    made = [await network_driver.create_port(PortSpec(network=name, name=f"p{i}")) for i in range(4)]
+    made.append(await network_driver.create_port(PortSpec(network=name, name="s", ipv4="10.66.0.6")))
+    before = snapshot(ovn_central)
+    for spec in (PortSpec(network=name, name="p5"), PortSpec(network=name, name="s2", ipv4="10.66.0.7")):
+        with pytest.raises(QuotaExceeded, match=rf"network {name} has no free IPv4 address: its 5 "):
+            await network_driver.create_port(spec)
+        with pytest.raises(QuotaExceeded):
+            await network_driver.create_ports([spec])
+    assert snapshot(ovn_central) == before
+    await network_driver.delete_port(made[0].id)
+    await network_driver.create_port(PortSpec(network=name, name="p5"))  # room again
