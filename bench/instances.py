@@ -89,7 +89,7 @@ async def backends(db_remote: str, ceph: CephCluster, pool: str, nb_remote: str)
     state = Path(tempfile.mkdtemp(prefix="mc-bench-state-"))
     cloud = Cloud(state, "m1", events, OperationManager(events, "m1"), db=db, storage=storage,
                   network=network, compute=compute, settings=settings(ceph, pool))
-    await add_network(db, network, "net0")
+    await add_network(db, network, "net0", "10.42.0.1/22")  # 1,000 NICs: a /24 holds 253
     await add_image(db, storage, pool, "test")
     try:
         yield cloud
