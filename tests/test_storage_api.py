@@ -173,6 +173,40 @@ async def test_volume_lifecycle(storage_daemon: StorageDaemon, tmp_path: Path) -
     assert rbd_names(sd, p) == [] and sd.db.all(Volume) == [] and sd.db.all(VolumeSnapshot) == []
 
 
+async def test_volume_commands_find_the_default_pool(storage_daemon: StorageDaemon) -> None:
+    """Without --pool, a volume command uses the default profile's root disk pool (built in: the
+    pool init made), else the only pool; with several pools and no such profile device it asks
+    for --pool and changes nothing."""
+    sd = storage_daemon
+    sd.cloud.settings["storage.pool"] = sd.pool  # what init records
+    rc, _, err = await sd.cli("storage", "volume", "create", "v1", "8MiB")
+    assert rc == 0, err
+    assert sd.db.get_or_none(Volume, (sd.pool, "custom", "v1")) is not None
+
+    other = "p-" + uuid.uuid4().hex[:8]
+    assert (await sd.cli("storage", "create", other))[0] == 0
+    r = await sd.http.put("/1.0/profiles/default", json={"devices": {
+        "root": {"type": "disk", "path": "/", "pool": other}}})
+    assert r.status == 200, await r.text()
+    rc, _, err = await sd.cli("storage", "volume", "create", "v2", "8MiB")
+    assert rc == 0, err
+    assert sd.db.get_or_none(Volume, (other, "custom", "v2")) is not None
+    rc, out, _ = await sd.cli("storage", "volume", "list", "--format", "json")
+    assert [v["name"] for v in json.loads(out)] == ["v2"]
+
+    r = await sd.http.put("/1.0/profiles/default", json={"devices": {}})
+    assert r.status == 200, await r.text()
+    rc, _, err = await sd.cli("storage", "volume", "create", "v3", "8MiB")
+    assert rc == 2 and "name the storage pool with --pool: there are 2 pools" in err, err
+    assert sorted(v.name for v in sd.db.all(Volume)) == ["v1", "v2"]
+    for pool, name in ((sd.pool, "v1"), (other, "v2")):
+        assert (await sd.cli("storage", "volume", "delete", name, "--pool", pool))[0] == 0
+    assert (await sd.cli("storage", "delete", other))[0] == 0
+    rc, _, err = await sd.cli("storage", "volume", "create", "v3", "8MiB")  # the only pool left
+    assert rc == 0 and sd.db.get_or_none(Volume, (sd.pool, "custom", "v3")) is not None, err
+    assert (await sd.cli("storage", "volume", "delete", "v3"))[0] == 0
+
+
 async def test_volume_bad_input(storage_daemon: StorageDaemon, tmp_path: Path) -> None:
     sd = storage_daemon
     p = sd.pool

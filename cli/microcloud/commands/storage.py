@@ -11,10 +11,35 @@ from microcloud.client import Client
 from microcloud.commands.transfer import download, upload, wait_with_progress
 from microcloud.output import dump, format_option, show, show_format_option
 from microcloudd.api.endpoints import BY_NAME
+from microcloudd.api.errors import NotFound
 from microcloudd.api.storage import parse_size
 
-DEFAULT_POOL = "remote"
-pool_option = click.option("--pool", default=DEFAULT_POOL, show_default=True, help="the storage pool")
+
+def default_pool(client: Client) -> str:
+    """The pool a volume command means when it names none: the default profile's root disk
+    pool (where instances go), else the only pool there is."""
+    try:
+        devices = client.call("profile_get", name="default").get("devices") or {}
+    except NotFound:
+        devices = {}
+    for dev in devices.values():
+        if dev.get("type") == "disk" and dev.get("path") == "/" and dev.get("pool"):
+            return str(dev["pool"])
+    pools = client.call("storage_pools_list")
+    if len(pools) == 1:
+        return str(pools[0]).rsplit("/", 1)[-1]
+    raise click.UsageError(f"name the storage pool with --pool: there are {len(pools)} pools and the "
+                           "default profile has no root disk")
+
+
+def _pool_or_default(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value or ctx.resilient_parsing:
+        return value
+    return default_pool(ctx.obj)
+
+
+pool_option = click.option("--pool", default=None, callback=_pool_or_default,
+                           help="the storage pool [default: the default profile's root disk pool]")
 
 
 def _mib(n: int | str) -> str:
