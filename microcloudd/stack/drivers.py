@@ -42,6 +42,7 @@ async def connect(cloud: Cloud, stack: LocalStack, secret_uuid: str) -> None:
         "ovs.rundir": str(stack.chassis.run_dir),
         "netns": stack.lay.netns,
         "libvirt.uri": stack.libvirt_uri,
+        "libvirt.mode": "host" if stack.host_libvirt else "private",
         "ovn.nb": stack.central.nb_remote,
         "ovn.sb": stack.central.sb_remote,
     })
@@ -52,7 +53,14 @@ async def connect(cloud: Cloud, stack: LocalStack, secret_uuid: str) -> None:
     if cloud.network is None:
         cloud.network = await OvnNetworkDriver.connect(stack.central.nb_remote, owner)
     if cloud.compute is None:
-        cloud.compute = await LibvirtDriver.connect(stack.libvirt_uri, owner)
+        compute = await LibvirtDriver.connect(stack.libvirt_uri, owner)
+        if stack.host_libvirt:  # its QEMU is outside our namespace: NICs through veths
+            from microcloudd.drivers.compute.host_nic import HostNicCompute, HostNics
+
+            nics = HostNics(stack.lay.netns, stack.chassis.db_sock, stack.chassis.bridge)
+            cloud.compute = HostNicCompute(compute, nics)
+        else:
+            cloud.compute = compute
 
 
 async def close(cloud: Cloud) -> None:
