@@ -42,7 +42,6 @@ async def connect(cloud: Cloud, stack: LocalStack, secret_uuid: str) -> None:
         "ovs.rundir": str(stack.chassis.run_dir),
         "netns": stack.lay.netns,
         "libvirt.uri": stack.libvirt_uri,
-        "libvirt.mode": "host" if stack.host_libvirt else "private",
         "ovn.nb": stack.central.nb_remote,
         "ovn.sb": stack.central.sb_remote,
     })
