@@ -1,12 +1,13 @@
 """Init with an external Ceph cluster (the session's real cluster plays the site's) and with a
-host libvirtd: the plan is checked against the real cluster before anything changes: a
-missing file, a wrong key, an unreachable monitor are each named; a host libvirtd is refused
-with the reason."""
+host libvirtd: the plan is checked against the real cluster and the real libvirtd before
+anything changes: a missing file, a wrong key, an unreachable monitor, a libvirtd that does not
+answer, is remote or runs in another network namespace are each named."""
 
 from __future__ import annotations
 
 import json
 import re
+import socket
 import textwrap
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from microcloudd.components.ceph import generate_key
 from microcloudd.init import preseed
 from tests.fixtures.ceph import CephCluster
 from tests.fixtures.daemon import RunningDaemon
+from tests.fixtures.libvirt import running_libvirtd
+from tests.fixtures.ovn import OvsChassis
 
 
 def plan_text(conf: Path, keyring: Path, user: str = "admin") -> str:
@@ -57,9 +60,47 @@ def test_missing_files_wrong_key_unknown_user_dead_monitor(ceph: CephCluster, tm
     assert "no Ceph monitor answered at 127.0.0.1:9 within 10s" in ps["storage.ceph"]
 
 
-def test_a_host_libvirtd_is_refused_with_the_reason() -> None:
-    ps = problems("member: n1\nstorage: {file_osd_size: 4GiB}\ncompute: {libvirt: host}\n")
-    assert "host: not supported" in ps["compute.libvirt"] and "network namespace" in ps["compute.libvirt"]
+HOST = "member: n1\nstorage: {file_osd_size: 4GiB}\ncompute: {libvirt: host, libvirt_uri: '%s'}\n"
+
+
+def test_a_host_libvirtd_that_cannot_serve_is_named(tmp_path: Path) -> None:
+    nowhere = f"qemu:///system?socket={tmp_path}/nope-sock"
+    assert problems(HOST % nowhere)["compute.libvirt_uri"] == \
+        f"no libvirtd listens on {nowhere} ({tmp_path}/nope-sock does not exist)"
+
+    dead = tmp_path / "dead-sock"  # a socket file nobody listens on any more
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(dead))
+    msg = problems(HOST % f"qemu:///system?socket={dead}")["compute.libvirt_uri"]
+    assert msg.startswith(f"the libvirtd at qemu:///system?socket={dead} does not answer: "), msg
+
+    msg = problems(HOST % "qemu+ssh://elsewhere/system")["compute.libvirt_uri"]
+    assert "give a local system URI" in msg
+    assert "give a local system URI" in problems(HOST % "qemu:///session")["compute.libvirt_uri"]
+    msg = problems("member: n1\nstorage: {file_osd_size: 4GiB}\ncompute: {libvirt_uri: 'qemu:///system'}\n")
+    assert msg["compute.libvirt_uri"].startswith("only with libvirt: host")
+    assert "use private" in problems("member: n1\nstorage: {file_osd_size: 4GiB}\ncompute: {libvirt: xen}\n")[
+        "compute.libvirt"]
+
+
+def test_a_host_libvirtd_in_our_namespace_is_a_plan_one_elsewhere_is_not(ovs_chassis: OvsChassis) -> None:
+    with running_libvirtd() as here:
+        plan = preseed.parse(HOST % here.uri, "init.yaml")
+        assert plan.compute.libvirt == "host" and plan.compute.libvirt_uri == here.uri
+    with running_libvirtd(netns=ovs_chassis.netns) as there:
+        msg = problems(HOST % there.uri)["compute.libvirt_uri"]
+        assert "runs in another network namespace than microcloudd" in msg, msg
+
+
+def test_the_daemon_changes_nothing_on_an_unreachable_libvirtd(daemon: RunningDaemon, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(HOST % f"qemu:///system?socket={tmp_path}/nope-sock")
+    r = daemon.cli("init", "--preseed", str(bad))
+    assert r.returncode == 1 and "no libvirtd listens on" in r.stderr, r.stderr
+    assert "bad.yaml:3: compute.libvirt_uri:" in r.stderr, r.stderr
+    assert not (daemon.state_dir / "init").exists()
+    status = json.loads(daemon.cli("status", "--format", "json", check=True).stdout)
+    assert [c["name"] for c in status["components"]] == ["database"]
 
 
 def test_the_daemon_changes_nothing_on_a_wrong_key(daemon: RunningDaemon, ceph: CephCluster,

@@ -51,7 +51,8 @@ class NetworkPlan(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class ComputePlan(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    libvirt: str = "private"  # "private": our own libvirtd; "host": the host's qemu:///system
+    libvirt: str = "private"  # "private": our own libvirtd; "host": a libvirtd the host runs
+    libvirt_uri: str = ""  # with "host": its URI, a local one ("" : qemu:///system)
 
 
 class InitPlan(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

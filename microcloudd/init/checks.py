@@ -11,7 +11,7 @@ from microcloudd.api.errors import MicrocloudError
 from microcloudd.api.init import CephExternal, InitPlan
 from microcloudd.components import ceph
 from microcloudd.init import disks as disk_discovery
-from microcloudd.init import interfaces
+from microcloudd.init import host_libvirt, interfaces
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", re.I)
 MIN_FILE_OSD = 1 << 30
@@ -32,16 +32,20 @@ def check_plan(plan: InitPlan, p: Reporter, sys_block: Path = disk_discovery.SYS
             p.at("address", f"{plan.address!r} is not an IP address")
     _check_storage(plan, p, sys_block)
     _check_network(plan, p)
-    if plan.compute.libvirt == "host":
-        # Guests plug into br-int of our ovs-vswitchd, which runs in the member's network
-        # namespace with its own run dir: a host libvirtd's QEMU (host namespace, default
-        # OVS_RUNDIR) can neither open those TAP devices nor reach that ovsdb-server.
-        p.at("compute.libvirt", "host: not supported: guests plug into microcloud's Open vSwitch, "
-                                "which runs in the member's own network namespace where a host "
-                                "libvirtd's QEMU cannot reach it; use private (microcloud's libvirtd, "
-                                "which can run beside the host's)")
-    elif plan.compute.libvirt != "private":
-        p.at("compute.libvirt", f"{plan.compute.libvirt!r}: use private (our own libvirtd)")
+    _check_compute(plan, p)
+
+
+def _check_compute(plan: InitPlan, p: Reporter) -> None:
+    c = plan.compute
+    if c.libvirt == "host":
+        why = host_libvirt.problem(c.libvirt_uri)
+        if why:
+            p.at("compute.libvirt_uri" if c.libvirt_uri else "compute.libvirt", why)
+    elif c.libvirt != "private":
+        p.at("compute.libvirt", f"{c.libvirt!r}: use private (our own libvirtd) or host (a libvirtd "
+                                "the host runs)")
+    elif c.libvirt_uri:
+        p.at("compute.libvirt_uri", "only with libvirt: host (a private libvirtd's URI is ours to choose)")
 
 
 def _check_storage(plan: InitPlan, p: Reporter, sys_block: Path) -> None:

@@ -11,8 +11,9 @@ A pass, for the instances this member owns (their row's `location`):
 - a created row whose domain disappeared (libvirt lost it) gets it re-defined (and started if
   it should run); a domain found stopped where the row says running means the guest powered
   off while we were away: the row follows (after the first pass has started what should run);
-and for everything tagged ours: a domain, a root disk or seed, or an OVN port of an
-instance port with no row (or an id no row knows) is an orphan of a crash and is removed.
+and for everything tagged ours: a domain, a root disk or seed, an OVN port of an instance
+port, or a host libvirtd's veth (drivers/compute/host_nic.py) with no row (or an id no row
+knows) is an orphan of a crash and is removed.
 Instances whose lock is held (API work in flight) are skipped.
 """
 
@@ -29,6 +30,7 @@ from microcloudd.drivers.compute.base import EventSubscription
 from microcloudd.drivers.compute.types import EventKind, LifecycleEvent, PowerState
 from microcloudd.drivers.storage.base import VolumeType
 from microcloudd.services import instance_autostart as autostart
+from microcloudd.services import instance_config as ic
 from microcloudd.services import instance_launch as launch
 from microcloudd.services import instance_spec as isp
 from microcloudd.services import instance_view as view
@@ -169,6 +171,7 @@ class InstanceReconciler:
                 if db.get_or_none(Instance, name) is None and not locks(cloud).busy(name):
                     await self._quietly(report, f"domain {dom.name}",
                                         cloud.compute.undefine(dom.name, if_exists=True, force=True))
+            await self._host_nic_orphans(report)
         if cloud.storage is not None:
             pools = {isp.default_pool(cloud)} | {i.pool for i in db.all(Image) if i.pool}
             pools |= {isp.root_pool(cloud, r) for r in db.all(Instance)}
@@ -194,6 +197,21 @@ class InstanceReconciler:
                     await self._quietly(report, f"port {port.id} ({port.instance}/{port.device})",
                                         network_ports.detach_port(cloud, port.network, port.instance,
                                                                   port.device))
+
+    async def _host_nic_orphans(self, report: Report) -> None:
+        """Host-side NIC plumbing (a host libvirtd's veths) of a port no NIC of ours has any
+        more. Listed before the rows are read: a NIC's row is written before its veth is made."""
+        cloud, compute = self.cloud, self.cloud.need_compute()
+        plumbed = await compute.host_nic_ports()
+        if not plumbed:
+            return
+        wanted: set[str] = set()
+        for rec in cloud.need_db().all(Instance):
+            if rec.location == cloud.server_name:
+                rec = isp.expanded(cloud, rec)
+                wanted |= {isp.port_id(rec, n) for n in ic.nic_devices(rec.devices)}
+        for port in sorted(plumbed - wanted):
+            await self._quietly(report, f"host NIC of port {port}", compute.remove_host_nic(port))
 
     @staticmethod
     async def _quietly(report: Report, what: str, aw: object) -> None:

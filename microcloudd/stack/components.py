@@ -73,7 +73,9 @@ class LocalStack:
 
     @property
     def libvirt_uri(self) -> str:
-        return libvirtd.uri(None if self.host_libvirt else self.lay.libvirt_dir)
+        if self.host_libvirt:
+            return self.plan.compute.libvirt_uri or libvirtd.HOST_URI
+        return libvirtd.uri(self.lay.libvirt_dir)
 
     def steps(self) -> list[Step]:
         out = [
@@ -154,12 +156,14 @@ class LocalStack:
         await asyncio.to_thread(ceph.mon_command, access, {"prefix": "mon stat"})
 
     async def _libvirtd(self) -> None:
-        if self.host_libvirt:
+        # Guest console logs (services/instance_spec.console_log): libvirtd (root) opens each
+        # file and hands QEMU the descriptor, so a host libvirtd's unprivileged QEMU needs no
+        # access to the state dir.
+        (self.lay.state_dir / "logs").mkdir(exist_ok=True)
+        if self.host_libvirt:  # not ours to start: it must answer (guest NICs: host_nic.py)
             if not await libvirtd.socket_answers(self.libvirt_uri):
                 raise Unavailable(f"the host's libvirtd does not answer on {self.libvirt_uri}")
             return
-        # Guest console logs (services/instance_spec.console_log); QEMU only writes the file.
-        (self.lay.state_dir / "logs").mkdir(exist_ok=True)
         spec = libvirtd.libvirtd_spec(self.lay.libvirt_dir, ovs_rundir=self.chassis.run_dir,
                                       netns=self.lay.netns, after=("ovs-vswitchd",))
         await ensure_running(self.sup, spec)

@@ -52,7 +52,14 @@ async def connect(cloud: Cloud, stack: LocalStack, secret_uuid: str) -> None:
     if cloud.network is None:
         cloud.network = await OvnNetworkDriver.connect(stack.central.nb_remote, owner)
     if cloud.compute is None:
-        cloud.compute = await LibvirtDriver.connect(stack.libvirt_uri, owner)
+        compute = await LibvirtDriver.connect(stack.libvirt_uri, owner)
+        if stack.host_libvirt:  # its QEMU is outside our namespace: NICs through veths
+            from microcloudd.drivers.compute.host_nic import HostNicCompute, HostNics
+
+            nics = HostNics(stack.lay.netns, stack.chassis.db_sock, stack.chassis.bridge)
+            cloud.compute = HostNicCompute(compute, nics)
+        else:
+            cloud.compute = compute
 
 
 async def close(cloud: Cloud) -> None:

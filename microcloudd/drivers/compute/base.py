@@ -113,6 +113,15 @@ class ComputeDriver(abc.ABC):
     @abc.abstractmethod
     async def detach_nic(self, name: str, mac: str, *, if_exists: bool = True) -> bool: ...
 
+    # -- host-side NIC plumbing (host_nic.HostNicCompute; none for a libvirtd of our own) --
+    async def host_nic_ports(self) -> set[str]:
+        """OVN port ids of the host-side NIC plumbing this driver made and still holds."""
+        return set()
+
+    async def remove_host_nic(self, port_id: str) -> bool:
+        """Remove the host-side plumbing of `port_id` (a leftover); False if there was none."""
+        return False
+
     # -- secrets (cephx keys QEMU uses to open RBD images) -------------------------------
     @abc.abstractmethod
     async def ensure_ceph_secret(self, uuid: str, user: str, key_base64: str) -> None: ...

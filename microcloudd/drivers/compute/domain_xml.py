@@ -3,7 +3,9 @@
 The VM: machine `pc`, `type='kvm'` with /dev/kvm else `qemu` (TCG); root disk and custom
 volumes are RBD images QEMU opens itself over the network (cephx secret in libvirt); the
 NoCloud seed is an RBD read-only cdrom; NICs are OVS `br-int` ports named by their OVN port
-UUID; the serial console is a pty (for an interactive console stream) logged to a file.
+UUID (plugged by libvirt, or, for a libvirtd outside the member's namespace, macvtap on a veth
+whose peer is the port: NicKind.DIRECT); the serial console is a pty (for an interactive
+console stream) logged to a file.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from microcloudd.drivers.compute.types import (
     DiskBus,
     DomainSpec,
     Nic,
+    NicKind,
     ParsedDomain,
     RbdImage,
 )
@@ -82,17 +85,29 @@ def disk_element(disk: Disk, target: str) -> ET.Element:
     return rbd_disk_element(disk.source, target, bus=disk.bus, readonly=disk.readonly)
 
 
+NIC_ALIAS_PREFIX = "ua-"  # libvirt keeps user aliases ("ua-...") in the persistent definition
+
+
 def nic_element(nic: Nic) -> ET.Element:
-    iface = ET.Element("interface", {"type": "bridge"})
-    _sub(iface, "mac", address=nic.mac)
-    _sub(iface, "source", bridge=nic.bridge)
-    vport = _sub(iface, "virtualport", type="openvswitch")
-    _sub(vport, "parameters", interfaceid=nic.port_id)
+    if nic.kind is NicKind.DIRECT:
+        # macvtap in passthrough mode: the guest owns the veth end, whose peer is the OVS port
+        # with iface-id = port_id; the port id rides along in the device's alias.
+        iface = ET.Element("interface", {"type": "direct"})
+        _sub(iface, "mac", address=nic.mac)
+        _sub(iface, "source", dev=nic.host_dev, mode="passthrough")
+    else:
+        iface = ET.Element("interface", {"type": "bridge"})
+        _sub(iface, "mac", address=nic.mac)
+        _sub(iface, "source", bridge=nic.bridge)
+        vport = _sub(iface, "virtualport", type="openvswitch")
+        _sub(vport, "parameters", interfaceid=nic.port_id)
     _sub(iface, "model", type="virtio")
     # With OVS's userspace datapath, guest TX checksum offload leaves TCP segments with partial
     # checksums that the receiver drops: the guest computes its own checksums instead.
     drv = _sub(iface, "driver", name="qemu")
     _sub(drv, "host", csum="off")
+    if nic.kind is NicKind.DIRECT:
+        _sub(iface, "alias", name=NIC_ALIAS_PREFIX + nic.port_id)
     return iface
 
 
@@ -195,8 +210,17 @@ def parse_rbd(disk: ET.Element) -> RbdImage | None:
 def parse_nic(iface: ET.Element) -> Nic | None:
     mac = iface.find("mac")
     src = iface.find("source")
+    if mac is None:
+        return None
+    if iface.get("type") == "direct":
+        alias = iface.find("alias")
+        port = (alias.get("name") or "") if alias is not None else ""
+        if src is None or not port.startswith(NIC_ALIAS_PREFIX):
+            return None
+        return Nic(mac=mac.get("address", ""), port_id=port.removeprefix(NIC_ALIAS_PREFIX), bridge="",
+                   kind=NicKind.DIRECT, host_dev=src.get("dev", ""))
     params = iface.find("virtualport/parameters")
-    if mac is None or params is None or iface.get("type") != "bridge":
+    if params is None or iface.get("type") != "bridge":
         return None
     return Nic(mac=mac.get("address", ""), port_id=params.get("interfaceid", ""),
                bridge=src.get("bridge", "") if src is not None else "")

@@ -54,6 +54,15 @@ class Disk:
     bus: DiskBus = DiskBus.VIRTIO
 
 
+class NicKind(enum.StrEnum):
+    """How a NIC reaches OVS `bridge` (see domain_xml.nic_element)."""
+
+    OVS = "ovs"  # a TAP libvirt makes and plugs into the bridge itself (<virtualport type='openvswitch'>)
+    # macvtap on `host_dev`, a veth end in libvirtd's namespace whose peer is the bridge's port
+    # (a libvirtd outside the member's namespace: drivers/compute/host_nic.py)
+    DIRECT = "direct"
+
+
 @dataclass(frozen=True)
 class Nic:
     """A NIC plugged into OVS `bridge` as the port of OVN logical switch port `port_id`."""
@@ -61,6 +70,8 @@ class Nic:
     mac: str
     port_id: str  # a UUID: libvirt rejects other interfaceids (it is OVS external_ids:iface-id)
     bridge: str = "br-int"
+    kind: NicKind = NicKind.OVS
+    host_dev: str = ""  # DIRECT: the host device the macvtap sits on
 
 
 @dataclass(frozen=True)

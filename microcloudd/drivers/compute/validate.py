@@ -7,7 +7,7 @@ import uuid as uuidlib
 
 from microcloudd.api.errors import InvalidArgument
 from microcloudd.api.names import check_name
-from microcloudd.drivers.compute.types import Disk, DomainSpec, Nic, RbdImage
+from microcloudd.drivers.compute.types import Disk, DomainSpec, Nic, NicKind, RbdImage
 
 MIN_MEMORY_MIB = 32
 MAX_MEMORY_MIB = 4 * 1024 * 1024  # 4 TiB: QEMU's pc machine ceiling is far above any member
@@ -16,6 +16,7 @@ MAX_VCPUS = 255  # the i440fx "pc" machine's limit
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _TARGET = re.compile(r"^(vd|sd|hd)[a-z]{1,2}$")
 _RBD_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")  # a Linux interface name
 
 
 def check_uuid(what: str, value: str) -> str:
@@ -68,7 +69,10 @@ def check_nic(nic: Nic) -> None:
         raise InvalidArgument(f"MAC address {nic.mac} is a multicast address")
     # libvirt's openvswitch virtualport only accepts a UUID as interfaceid.
     check_uuid("the NIC's OVN port id", nic.port_id)
-    if not nic.bridge or "/" in nic.bridge or len(nic.bridge) > 15:
+    if nic.kind is NicKind.DIRECT:
+        if not _IFNAME.match(nic.host_dev):
+            raise InvalidArgument(f"invalid host device name {nic.host_dev!r} for a direct NIC")
+    elif not nic.bridge or "/" in nic.bridge or len(nic.bridge) > 15:
         raise InvalidArgument(f"invalid bridge name {nic.bridge!r}")
 
 
