@@ -37,8 +37,18 @@ def problems(text: str) -> dict[str, str]:
 
 
 def test_a_reachable_cluster_with_a_good_key_is_a_plan(ceph: CephCluster) -> None:
-    plan = preseed.parse(plan_text(ceph.conf_path, ceph.keyring_path), "init.yaml")
+    """The session's cluster listens on 127.0.0.1: fine for a host libvirtd's QEMU (the host's
+    namespace), unreachable for guests in microcloud's namespace. (integration/
+    test_init_external.py runs a cluster on another "machine" and boots a guest from it.)"""
+    assert ceph.mon_host.startswith("127.0.0.1:")
+    with running_libvirtd() as host:
+        text = plan_text(ceph.conf_path, ceph.keyring_path)
+        text += f"compute: {{libvirt: host, libvirt_uri: '{host.uri}'}}\n"
+        plan = preseed.parse(text, "init.yaml")
     assert plan.storage.ceph is not None and plan.storage.ceph.conf == str(ceph.conf_path)
+    ps = problems(plan_text(ceph.conf_path, ceph.keyring_path))
+    assert list(ps) == ["storage.ceph.conf"], ps
+    assert f"the monitor address {ceph.mon_host} is a loopback address" in ps["storage.ceph.conf"]
 
 
 def test_missing_files_wrong_key_unknown_user_dead_monitor(ceph: CephCluster, tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def _check_storage(plan: InitPlan, p: Reporter, sys_block: Path) -> None:
                 p.at(f"storage.ceph.{key}", f"{file}: file not found")
                 missing = True
         if not missing:
-            _check_external_ceph(st.ceph, p)
+            _check_external_ceph(st.ceph, p, guests_in_namespace=plan.compute.libvirt == "private")
         return
     if not st.disks and not st.file_osd_size:
         p.at("storage", "give disks, file_osd_size or an external ceph cluster")
@@ -84,13 +84,27 @@ def _check_storage(plan: InitPlan, p: Reporter, sys_block: Path) -> None:
         p.at("storage.wipe", "wipe applies to storage.disks, and none are given")
 
 
-def _check_external_ceph(ext: CephExternal, p: Reporter) -> None:
-    """The cluster answers with this conf, keyring and user (a connection, nothing written)."""
+def _loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _check_external_ceph(ext: CephExternal, p: Reporter, *, guests_in_namespace: bool) -> None:
+    """The cluster answers with this conf, keyring and user (a connection, nothing written),
+    at an address the guests' QEMU can reach too."""
     try:
         access = ceph.external(Path(ext.conf), Path(ext.keyring), ext.user)
     except MicrocloudError as e:
         p.at("storage.ceph", str(e))
         return
+    if guests_in_namespace and _loopback(access.mon_host):
+        # Our libvirtd (so QEMU) runs in the member's network namespace, with its own loopback.
+        p.at("storage.ceph.conf", f"{ext.conf}: the monitor address {access.mon_host} is a loopback "
+                                  "address, which the guests (in microcloud's network namespace) cannot "
+                                  "reach; list the monitors by a network address in `mon host`")
     why = ceph.check_external(access, EXTERNAL_CEPH_TIMEOUT)
     if why:
         p.at("storage.ceph", f"cannot use this Ceph cluster: {why}")
