@@ -1,5 +1,5 @@
 """Instances as the API shows them, built from the database replica (no backend call) and, for
-state, one libvirt listing and one OVN port listing per network, whatever the count."""
+state, one libvirt stats call and one OVN port listing per network, whatever the count."""
 
 from __future__ import annotations
 
@@ -84,11 +84,17 @@ def state(rec: Instance, dom: DomainStatus | None, ports: dict[str, PortInfo],
                              network=net or None, virtualization=dom.virt_type if dom else virt)
 
 
-async def domains(cloud: Cloud) -> dict[str, DomainStatus]:
-    """Every domain of ours on this member, by instance name: one libvirt call."""
+# Up to this many instances are looked up by name (one round trip each, plus one stats call);
+# more are read with one stats call over every domain of the connection.
+BY_NAME = 16
+
+
+async def domains(cloud: Cloud, names: list[str] | None = None) -> dict[str, DomainStatus]:
+    """Our domains on this member (those of `names`, if given), by instance name."""
     if cloud.compute is None:
         return {}
-    return {d.instance or d.name: d for d in await cloud.compute.list_owned()}
+    wanted = names if names is not None and len(names) <= BY_NAME else None
+    return {d.instance or d.name: d for d in await cloud.compute.list_owned(wanted)}
 
 
 async def ports(cloud: Cloud, recs: list[Instance]) -> dict[str, PortInfo]:
@@ -117,15 +123,18 @@ def instances(cloud: Cloud, recs: list[Instance], cls: type[api.Instance] = api.
 
 async def full(cloud: Cloud, recs: list[Instance]) -> list[api.InstanceFull]:
     expanded = expand_all(cloud, recs)
-    doms = await domains(cloud)
+    doms = await domains(cloud, [r.name for r in recs])
     port_map = await ports(cloud, expanded)
     virt = cloud.compute.virt_type if cloud.compute is not None else ""
-    db = cloud.need_db()
+    snaps: dict[str, list[api.InstanceSnapshot]] = {r.name: [] for r in recs}
+    for s in cloud.need_db().all(InstanceSnapshot):  # one pass, not one per instance
+        if s.instance in snaps:
+            snaps[s.instance].append(snapshot(s))
     out = []
     for rec, x in zip(recs, expanded, strict=True):
         st = state(x, doms.get(rec.name), port_map, virt)
-        snaps = [snapshot(s) for s in db.find(InstanceSnapshot, instance=rec.name)]
-        out.append(instance(rec, x, st.status, api.InstanceFull, state=st, snapshots=snaps, backups=[]))
+        out.append(instance(rec, x, st.status, api.InstanceFull, state=st, snapshots=snaps[rec.name],
+                            backups=[]))
     return out
 
 

@@ -8,7 +8,7 @@ and the driver acts only on domains tagged with its owner.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from microcloudd.drivers.compute.types import (
     Disk,
@@ -70,7 +70,9 @@ class ComputeDriver(abc.ABC):
     async def exists(self, name: str) -> bool: ...
 
     @abc.abstractmethod
-    async def list_owned(self) -> list[DomainStatus]: ...
+    async def list_owned(self, names: Sequence[str] | None = None) -> list[DomainStatus]:
+        """Our domains (those among `names`, if given) with their state, read together: the
+        cost of one backend round trip, not one per domain."""
 
     # -- power -----------------------------------------------------------------------------
     @abc.abstractmethod
