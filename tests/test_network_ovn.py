@@ -259,6 +259,16 @@ async def test_acls_compile_apply_and_refuse_bad_rules(
     assert any("198.51.100.0/24" in f for f in flows)
     with pytest.raises(InUse):
         await network_driver.delete_acl("web")
+    # a listing reads every port's ACLs in one go: the same as one port at a time
+    await network_driver.create_acl(AclSpec(name="ssh"))
+    more = [await network_driver.create_port(PortSpec(network=name, name=n, acls=acls))
+            for n, acls in (("b", ("ssh", "web")), ("c", ()), ("d", ("ssh",)))]
+    listed = await network_driver.list_ports(name)
+    assert [p.acls for p in listed] == [("web",), ("ssh", "web"), (), ("ssh",)]
+    assert listed == [await network_driver.get_port(p.id) for p in [port, *more]]
+    for p in more:
+        await network_driver.delete_port(p.id)
+    await network_driver.delete_acl("ssh")
     assert (await network_driver.set_port_acls(port.id, ())).acls == ()
     await network_driver.delete_acl("web")
     await network_driver.delete_acl("web", if_exists=True)

@@ -254,7 +254,8 @@ class OvnNetworkDriver(NetworkDriver):
     async def list_ports(self, network: str) -> list[PortInfo]:
         def read(nb: Nb) -> list[PortInfo]:
             ls = ovn_network.network_row(nb, network)
-            return sorted((ovn_ports.port_info(nb, p) for p in ovn_network.instance_ports(ls)),
+            acls = ovn_ports.acl_membership(nb)
+            return sorted((ovn_ports.port_info(nb, p, acls) for p in ovn_network.instance_ports(ls, nb)),
                           key=lambda p: (p.name, p.id))
 
         return await self._read(read)

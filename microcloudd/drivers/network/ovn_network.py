@@ -112,9 +112,11 @@ def spec_of(row: Any) -> NetworkSpec:
     return codec.network(row.external_ids[SPEC])
 
 
-def instance_ports(ls: Any) -> list[Any]:
+def instance_ports(ls: Any, nb: Nb | None = None) -> list[Any]:
+    """The instance ports of switch `ls` (read through `nb`, when given: faster in a read)."""
+    get = nb.value if nb is not None else getattr
     # (a port deleted earlier in the same transaction reads back as None)
-    return [p for p in ls.ports if p is not None and p.external_ids.get(KIND) == "port"]
+    return [p for p in get(ls, "ports") if p is not None and get(p, "external_ids").get(KIND) == "port"]
 
 
 def used_uplink_addresses(nb: Nb) -> dict[str, str]:

@@ -25,12 +25,13 @@ def check_port_id(port_id: str) -> str:
         raise InvalidArgument(f"port id {port_id!r} is not a UUID") from None
 
 
-def _parse_addresses(row: Any) -> tuple[str, str | None, str | None, bool]:
+def _parse_addresses(nb: Nb, row: Any) -> tuple[str, str | None, str | None, bool]:
     """(mac, ipv4, ipv6, dynamic) from a port's addresses / dynamic_addresses."""
-    words = (row.addresses[0] if row.addresses else "").split()
+    addresses = nb.value(row, "addresses")
+    words = (addresses[0] if addresses else "").split()
     dynamic = "dynamic" in words
     try:
-        allocated = row.dynamic_addresses
+        allocated = nb.value(row, "dynamic_addresses")
     except AttributeError:  # inserted in this transaction: northd has not seen it yet
         allocated = []
     if dynamic and allocated:
@@ -63,13 +64,25 @@ def port_acls(nb: Nb, row: Any) -> tuple[str, ...]:
     return tuple(sorted(name for name, pg in _acl_groups(nb).items() if row in pg.ports))
 
 
-def port_info(nb: Nb, row: Any) -> PortInfo:
-    mac, v4, v6, dynamic = _parse_addresses(row)
-    ids = row.external_ids
+def acl_membership(nb: Nb) -> dict[uuid.UUID, tuple[str, ...]]:
+    """Port row UUID -> its ACLs (as port_acls), for every port at once."""
+    out: dict[uuid.UUID, list[str]] = {}
+    for name, pg in _acl_groups(nb).items():
+        for p in nb.value(pg, "ports"):
+            if p is not None:
+                out.setdefault(p.uuid, []).append(name)
+    return {u: tuple(sorted(names)) for u, names in out.items()}
+
+
+def port_info(nb: Nb, row: Any, acls: dict[uuid.UUID, tuple[str, ...]] | None = None) -> PortInfo:
+    """`acls`: acl_membership(nb), when many ports are read in one go."""
+    mac, v4, v6, dynamic = _parse_addresses(nb, row)
+    ids, up = nb.value(row, "external_ids"), nb.value(row, "up")
     return PortInfo(
-        id=row.name, name=ids.get(NAME, ""), network=ids.get(NETWORK, ""), mac=mac, ipv4=v4, ipv6=v6,
-        dynamic=dynamic, hostname=ids.get(HOSTNAME) or None, acls=port_acls(nb, row),
-        up=bool(row.up[0]) if row.up else None, revision=int(ids.get(REVISION, "1")),
+        id=nb.value(row, "name"), name=ids.get(NAME, ""), network=ids.get(NETWORK, ""), mac=mac, ipv4=v4,
+        ipv6=v6, dynamic=dynamic, hostname=ids.get(HOSTNAME) or None,
+        acls=port_acls(nb, row) if acls is None else acls.get(row.uuid, ()),
+        up=bool(up[0]) if up else None, revision=int(ids.get(REVISION, "1")),
     )
 
 
@@ -120,7 +133,7 @@ class PortIndex:
                 for d in nb.owned("DHCP_Options", "dhcp", **{NETWORK: net.name})}
         index = cls(ls=ls, net=net, dhcp=dhcp)
         for row in instance_ports(ls):
-            mac, v4, v6, _ = _parse_addresses(row)
+            mac, v4, v6, _ = _parse_addresses(nb, row)
             index.add(row.name, mac, v4, v6, row.external_ids.get(HOSTNAME))
         return index
 
@@ -237,7 +250,7 @@ def sync_dns(nb: Nb, network: str, without: set[str] | None = None) -> bool:
         host = p.external_ids.get(HOSTNAME)
         if not host or (without and p.name in without):
             continue
-        _, v4, v6, _ = _parse_addresses(p)
+        _, v4, v6, _ = _parse_addresses(nb, p)
         hosts[host] = [a for a in (v4, v6) if a]
     records = {}
     for host, ips in hosts.items():
@@ -262,7 +275,7 @@ def leases(nb: Nb, network: str) -> list[Lease]:
             gw6 = str(ipaddress.IPv6Interface(spec.ipv6_address).ip)
             out.append(Lease(hostname=f"{network}.gw", address=gw6, mac=lrp.mac, type="gateway"))
     for p in sorted(instance_ports(ls), key=lambda r: r.name):
-        mac, v4, v6, dynamic = _parse_addresses(p)
+        mac, v4, v6, dynamic = _parse_addresses(nb, p)
         host = p.external_ids.get(HOSTNAME) or p.external_ids.get(NAME, p.name)
         for addr in (v4, v6):
             if addr:

@@ -28,6 +28,15 @@ class Nb:
     def __init__(self, idl: Any, txn: Any, owner: str) -> None:
         self.idl, self.txn, self.owner = idl, txn, owner
 
+    def value(self, row: Any, column: str) -> Any:
+        """`row.<column>`; in a read (no transaction) straight from the committed Datum: python-ovs's
+        attribute access first rebuilds a set or map column's Datum from Python values, which
+        was most of the cost of listing 500 ports (57 ms -> 8 ms)."""
+        data = row._data if self.txn is None else None
+        if data is not None and column in data:
+            return data[column].to_python(row._uuid_to_row)
+        return getattr(row, column)
+
     def rows(self, table: str) -> Iterator[Any]:
         return iter(list(self.idl.tables[table].rows.values()))
 
@@ -44,7 +53,7 @@ class Nb:
         """Rows this owner created (of `kind`, with the given external_ids)."""
         out = []
         for row in self.rows(table):
-            ids = row.external_ids
+            ids = self.value(row, "external_ids")
             if ids.get(OWNER) != self.owner or (kind and ids.get(KIND) != kind):
                 continue
             if all(ids.get(k) == v for k, v in ext.items()):
