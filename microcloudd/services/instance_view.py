@@ -4,11 +4,15 @@ state, one libvirt stats call and one OVN port listing per network, whatever the
 from __future__ import annotations
 
 import platform
+import weakref
 from typing import Any
+
+import msgspec
 
 from microcloudd.api import instances as api
 from microcloudd.api.errors import MicrocloudError
-from microcloudd.db.records import Instance, InstanceSnapshot
+from microcloudd.db.database import Database
+from microcloudd.db.records import Instance, InstanceSnapshot, Profile
 from microcloudd.drivers.compute.types import DomainStatus, PowerState
 from microcloudd.drivers.network.base import PortInfo
 from microcloudd.services import instance_config as ic
@@ -119,6 +123,31 @@ def expand_all(cloud: Cloud, recs: list[Instance]) -> list[Instance]:
 
 def instances(cloud: Cloud, recs: list[Instance], cls: type[api.Instance] = api.Instance) -> list[Any]:
     return [instance(r, x, cls=cls) for r, x in zip(recs, expand_all(cloud, recs), strict=True)]
+
+
+# recursion=1 per database: instance name -> (row, its profiles, the instance's JSON). An API
+# instance is a function of its row and profiles alone (the status included), and records are
+# immutable and replaced on every change, so a cached entry is valid while both compare equal.
+_Encoded = tuple[Instance, tuple[Profile, ...], msgspec.Raw]
+_listed: weakref.WeakKeyDictionary[Database, dict[str, _Encoded]] = weakref.WeakKeyDictionary()
+_encode = msgspec.json.Encoder().encode
+
+
+def listing(cloud: Cloud, recs: list[Instance]) -> list[msgspec.Raw]:
+    """`instances(cloud, recs)` as JSON: each instance expanded and encoded once per version of its
+    row and profiles (listing 500 unchanged instances then costs a dictionary walk)."""
+    db = cloud.need_db()
+    profiles = pe.all_profiles(cloud)
+    before = _listed.get(db, {})
+    now: dict[str, _Encoded] = {}
+    for rec in recs:
+        applied = tuple(profiles[n] for n in rec.profiles if n in profiles)
+        hit = before.get(rec.name)
+        if hit is None or not (hit[0] is rec or hit[0] == rec) or hit[1] != applied:
+            hit = (rec, applied, msgspec.Raw(_encode(instance(rec, pe.expanded(cloud, rec, profiles)))))
+        now[rec.name] = hit
+    _listed[db] = now  # what this listing showed: deleted instances drop out
+    return [now[r.name][2] for r in recs]
 
 
 async def full(cloud: Cloud, recs: list[Instance]) -> list[api.InstanceFull]:

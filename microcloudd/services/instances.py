@@ -195,7 +195,7 @@ async def list_instances(cloud: Cloud, recursion: int, flt: str = "") -> list[An
     if recursion <= 0:
         return [view.url(r.name) for r in recs]
     if recursion == 1:
-        return view.instances(cloud, recs)
+        return view.listing(cloud, recs)
     return await view.full(cloud, recs)
 
 
