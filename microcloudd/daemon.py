@@ -204,10 +204,12 @@ async def run(state_dir: Path, server_name: str | None = None, db_address: str |
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await daemon.start()
+    trimmer = asyncio.create_task(malloc.keep_trimmed(), name="malloc-trim")
     try:
         await stop.wait()
         log.info("stopping")
     finally:
+        trimmer.cancel()
         await daemon.stop()
     log.info("stopped")
 

