@@ -50,4 +50,4 @@ async def test_churn_is_trimmed_and_quiet_heaps_are_left_alone() -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        malloc.trim = real_trim  # type: ignore[assignment]
+        malloc.trim = real_trim
