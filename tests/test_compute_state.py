@@ -74,11 +74,14 @@ async def test_a_domain_redefined_behind_our_back_is_read_again(compute: Libvirt
     assert await compute.list_owned([spec.name]) == []
     with pytest.raises(NotFound):
         await compute.state(spec.name)
-    ours = dx.build_domain_xml(spec, compute.owner, compute.virt_type)
+    bigger = dataclasses.replace(spec, vcpus=3, memory_mib=768)  # and its figures changed
+    ours = dx.build_domain_xml(bigger, compute.owner, compute.virt_type)
     with compute.subscribe() as sub:
         await behind_our_back(lambda c: c.defineXML(ours))
         await wait_event(sub, spec.name, EventKind.DEFINED)
-    assert [s.instance for s in await compute.list_owned()] == [spec.instance]
+    st = (await compute.list_owned())[0]
+    assert (st.instance, st.state, st.vcpus) == (spec.instance, PowerState.STOPPED, 3)
+    assert st.memory_kib == st.max_memory_kib == 768 * 1024
     await compute.undefine(spec.name)
 
 
