@@ -87,6 +87,7 @@ class _Known:
         return cls(d.owner, d.instance or "", d.project or "", d.virt_type, d.vcpus, d.memory_kib,
                    d.max_memory_kib)
 
+
 class LibvirtDriver(ComputeDriver):
     """Use `await LibvirtDriver.connect(uri, owner)`; `await close()` when done."""
 
@@ -157,11 +158,10 @@ class LibvirtDriver(ComputeDriver):
                 except libvirt.libvirtError:
                     pass
             self._callback_ids = []
-            for unregister in (self._conn.unregisterCloseCallback,):
-                try:
-                    unregister()
-                except libvirt.libvirtError:
-                    pass
+            try:
+                self._conn.unregisterCloseCallback()
+            except libvirt.libvirtError:
+                pass
             self._known.clear()
             try:
                 self._conn.close()
@@ -199,7 +199,12 @@ class LibvirtDriver(ComputeDriver):
         return dom
 
     def _owner_of(self, dom: libvirt.virDomain) -> str | None:
-        return self._known_of(dom).owner
+        try:
+            return self._known_of(dom).owner
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:  # undefined meanwhile: absent
+                return None
+            raise
 
     def _known_of(self, dom: libvirt.virDomain) -> _Known:
         """What `dom`'s definition says: one XML read per definition (the UUID is in the handle)."""
