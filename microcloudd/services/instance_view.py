@@ -1,5 +1,6 @@
 """Instances as the API shows them, built from the database replica (no backend call) and, for
-state, one libvirt stats call and one OVN port listing per network, whatever the count."""
+state, one libvirt stats call (plus one info read per running domain: drivers/compute/libvirt)
+and one OVN port listing per network, whatever the count."""
 
 from __future__ import annotations
 
