@@ -29,7 +29,6 @@ def _osd(status: dict[str, object]) -> dict[str, object]:
 def test_init_with_a_disk_osd_survives_a_restart(tmp_path: Path) -> None:
     with member("mc-it-disks-") as m, loop_device(tmp_path / "disk.img", 8 << 30) as dev:
         subprocess.run(["mkfs.ext4", "-q", dev], check=True)
-        preseed = m.base / "init.yaml"
         d = m.start()
 
         # Mounted: refused even with wipe, and nothing changes.
@@ -37,16 +36,13 @@ def test_init_with_a_disk_osd_survives_a_restart(tmp_path: Path) -> None:
         mnt.mkdir()
         subprocess.run(["mount", dev, str(mnt)], check=True)
         try:
-            preseed.write_text(f"storage:\n  wipe: true\n  disks: [{dev}]\n")
-            r = d.cli("init", "--preseed", str(preseed))
+            r = m.init_preseed(f"storage:\n  wipe: true\n  disks: [{dev}]\n", ok=False)
             assert r.returncode == 1 and f"{dev}: disk in use: mounted at {mnt}" in r.stderr, r.stderr
         finally:
             subprocess.run(["umount", str(mnt)], check=True)
         assert not (m.state / "init").exists() and disks.contents(dev) == "ext4 file system"
 
-        preseed.write_text(f"storage:\n  wipe: true\n  disks: [{dev}]\nnetwork:\n  uplink: nat\n")
-        r = d.cli("init", "--preseed", str(preseed), timeout=600)
-        assert r.returncode == 0, r.stderr + d.log.read_text()[-3000:]
+        m.init_preseed(f"storage:\n  wipe: true\n  disks: [{dev}]\nnetwork:\n  uplink: nat\n")
         local = LocalCeph(m.lay.ceph_dir)
         devices = local.osd_devices()
         assert list(devices) == [dev]

@@ -131,11 +131,8 @@ def test_init_and_a_guest_on_a_host_libvirtd() -> None:
     t0 = time.monotonic()
     with host_libvirtd() as host, member("mc-it-hostlv-") as m:
         d = m.start()
-        preseed = m.base / "init.yaml"
-        preseed.write_text(f"storage: {{file_osd_size: 4GiB}}\ncompute: {{libvirt: host, libvirt_uri: "
+        r = m.init_preseed(f"storage: {{file_osd_size: 4GiB}}\ncompute: {{libvirt: host, libvirt_uri: "
                            f"'{host.uri}'}}\n")
-        r = d.cli("init", "--preseed", str(preseed), timeout=600)
-        assert r.returncode == 0, r.stderr + d.log.read_text()[-3000:]
         assert "Check the host's libvirtd: done" in r.stdout, r.stdout
         status = json.loads(d.cli("status", "--format", "json", check=True).stdout)
         assert "libvirtd" not in [c["name"] for c in status["components"]], status

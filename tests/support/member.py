@@ -84,6 +84,15 @@ class Member:
         if r.returncode != 0:
             raise AssertionError(f"init --auto failed: {r.stderr}{self.d.log.read_text()[-3000:]}")
 
+    def init_preseed(self, text: str, *, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        """`microcloud init --preseed` with `text` (as init.yaml); with `ok`, it must succeed."""
+        preseed = self.base / "init.yaml"
+        preseed.write_text(text)
+        r = self.d.cli("init", "--preseed", str(preseed), timeout=600)
+        if ok and r.returncode != 0:
+            raise AssertionError(f"init --preseed failed: {r.stderr}{self.d.log.read_text()[-3000:]}")
+        return r
+
     def stack_running(self) -> bool:
         return "stack: running" in self.d.cli("init", "--show").stdout
 
