@@ -156,14 +156,13 @@ def check_port(nb: Nb, spec: PortSpec, index: PortIndex | None = None) -> PortSp
     port_id = check_port_id(spec.id) if spec.id else str(uuid.uuid4())
     if port_id in taken.ids:
         raise AlreadyExists(f"port {port_id} already exists")
-    v4_net = ipaddress.IPv4Interface(net.ipv4_address).network
-    room = v4_net.num_addresses - 3  # network, broadcast and gateway addresses
+    v4_if = ipaddress.IPv4Interface(net.ipv4_address)
+    room = v4_if.network.num_addresses - 3  # network, broadcast and gateway addresses
     if len(taken.ids) >= room:
         # northd would create the port without an address: an instance with no network.
         raise QuotaExceeded(f"network {spec.network} has no free IPv4 address: its {room} addresses in "
-                            f"{v4_net} all belong to ports")
+                            f"{v4_if.network} all belong to ports")
     mac = addressing.check_mac(spec.mac) if spec.mac else addressing.random_mac()
-    v4_if = ipaddress.IPv4Interface(net.ipv4_address)
     ipv4 = addressing.host_address(spec.ipv4, v4_if.network, "IPv4 address") if spec.ipv4 else None
     if ipv4 == str(v4_if.ip):
         raise AlreadyExists(f"IPv4 address {ipv4} is the gateway of network {spec.network}")
