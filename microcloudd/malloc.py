@@ -27,15 +27,24 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 128 << 10
 
 
+def _c_library() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
 def tune(arenas: int = 2) -> bool:
     """Cap glibc's arenas and fix its mmap threshold (before threads start); False where libc
     is not glibc. MALLOC_ARENA_MAX / MALLOC_MMAP_THRESHOLD_ in the environment, when set, win:
     an operator's choice is kept."""
-    name = ctypes.util.find_library("c")
-    if name is None:
+    libc = _c_library()
+    if libc is None:
         return False
     try:
-        libc = ctypes.CDLL(name)
         # A fixed mmap threshold: buffers over 128 KiB (image and backup streaming uses 4 MiB)
         # come from mmap and go back to the kernel when freed. glibc's default threshold grows
         # with the first such free, after which they stay in the heap: measured on a member
@@ -57,11 +66,11 @@ class _MallInfo2(ctypes.Structure):
 
 
 def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
+    """The C library with glibc's heap statistics and trimming typed, or None."""
+    libc = _c_library()
+    if libc is None:
         return None
     try:
-        libc = ctypes.CDLL(name)
         libc.mallinfo2.restype = _MallInfo2
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
         return libc
