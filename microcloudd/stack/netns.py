@@ -11,26 +11,17 @@ forwarding and masquerades the namespace's address behind the host's own.
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
-from pathlib import Path
 
-from microcloudd.api.errors import Internal, Unavailable
+from microcloudd.drivers.network import host
 from microcloudd.stack.layout import Layout
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    try:
-        done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20)
-    except FileNotFoundError as e:
-        raise Unavailable("the `ip` command (iproute2) is not installed") from e
-    if check and done.returncode != 0:
-        raise Internal(f"ip {' '.join(args)} failed: {done.stderr.strip()}")
-    return done
+    return host.run_ip(None, *args, check=check)
 
 
-def _exists(netns: str) -> bool:
-    return Path("/run/netns", netns).exists()
+_exists = host.netns_exists
 
 
 def ensure(lay: Layout) -> None:
@@ -55,33 +46,14 @@ def egress_table(lay: Layout) -> str:
     return f"microcloud_{lay.tag}_link"
 
 
-def _nft(script: str) -> None:
-    try:
-        done = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True, timeout=20)
-    except FileNotFoundError as e:
-        raise Unavailable("the `nft` command (nftables) is not installed") from e
-    if done.returncode != 0:
-        raise Internal(f"nft failed: {done.stderr.strip()}")
-
-
 def ensure_egress(lay: Layout) -> None:
     """Traffic from the namespace to other machines leaves with the host's address: forwarding
-    on and a masquerade rule, the table replaced atomically (re-running never duplicates it)."""
-    Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
-    table = egress_table(lay)
-    _nft(f"table ip {table} {{}}\n"
-         f"delete table ip {table}\n"
-         f"table ip {table} {{\n"
-         "  chain postrouting {\n"
-         "    type nat hook postrouting priority srcnat; policy accept;\n"
-         f'    ip saddr {lay.ns_ip} oifname != "{lay.host_link}" masquerade\n'
-         "  }\n"
-         "}\n")
+    on and a masquerade rule for the namespace's address on any other way out."""
+    host.masquerade(egress_table(lay), f'ip saddr {lay.ns_ip} oifname != "{lay.host_link}"')
 
 
 def remove_egress(lay: Layout) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        subprocess.run(["nft", "delete", "table", "ip", egress_table(lay)], capture_output=True, timeout=20)
+    host.delete_nft_table(egress_table(lay))
 
 
 def remove(lay: Layout) -> None:

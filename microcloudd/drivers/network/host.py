@@ -53,13 +53,14 @@ def _run(argv: list[str], ns: str | None = None, stdin: str | None = None) -> st
     return done.stdout
 
 
-def _netns_exists(name: str) -> bool:
+def netns_exists(name: str) -> bool:
     return Path("/run/netns", name).exists()
 
 
-def _ip(ns: str | None, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """`ip [-n ns] args...`; a missing namespace is NotFound, a failure (if `check`) Internal."""
-    if ns is not None and not _netns_exists(ns):
+def run_ip(ns: str | None, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`ip [-n ns] args...`; a missing namespace is NotFound, a failure (if `check`) Internal
+    (also stack/netns's runner)."""
+    if ns is not None and not netns_exists(ns):
         raise NotFound(f"network namespace {ns!r} not found")
     argv = ["ip", *(["-n", ns] if ns else []), *args]
     try:
@@ -73,7 +74,7 @@ def _ip(ns: str | None, *args: str, check: bool = True) -> subprocess.CompletedP
 
 def _link(ns: str | None, ifname: str) -> dict[str, Any] | None:
     """The link `ifname` in `ns` as `ip -json` shows it, or None."""
-    done = _ip(ns, "-json", "link", "show", "dev", ifname, check=False)
+    done = run_ip(ns, "-json", "link", "show", "dev", ifname, check=False)
     if done.returncode != 0:
         return None
     links = json.loads(done.stdout or "[]")
@@ -82,7 +83,7 @@ def _link(ns: str | None, ifname: str) -> dict[str, Any] | None:
 
 def _addresses(ns: str | None, ifname: str) -> list[tuple[str, int]]:
     """The (address, prefix length) pairs of `ifname`, IPv4 and IPv6."""
-    shown = json.loads(_ip(ns, "-json", "addr", "show", "dev", ifname).stdout or "[]")
+    shown = json.loads(run_ip(ns, "-json", "addr", "show", "dev", ifname).stdout or "[]")
     return [(a["local"], a["prefixlen"]) for link in shown for a in link.get("addr_info", [])]
 
 
@@ -101,20 +102,20 @@ async def delete_namespace(name: str) -> None:
 
 
 def ensure_netns(name: str) -> None:
-    if not _netns_exists(name):
-        _ip(None, "netns", "add", name)
-    _ip(name, "link", "set", "dev", "lo", "up")
+    if not netns_exists(name):
+        run_ip(None, "netns", "add", name)
+    run_ip(name, "link", "set", "dev", "lo", "up")
 
 
 def remove_netns(name: str) -> None:
-    if _netns_exists(name):
-        _ip(None, "netns", "del", name, check=False)
+    if netns_exists(name):
+        run_ip(None, "netns", "del", name, check=False)
 
 
 def _delete_link(ns: str | None, ifname: str) -> None:
     with contextlib.suppress(NotFound):
         if _link(ns, ifname) is not None:
-            _ip(ns, "link", "del", "dev", ifname, check=False)
+            run_ip(ns, "link", "del", "dev", ifname, check=False)
 
 
 def _veth(ns_a: str | None, name_a: str, ns_b: str | None, name_b: str) -> None:
@@ -122,15 +123,39 @@ def _veth(ns_a: str | None, name_a: str, ns_b: str | None, name_b: str) -> None:
     if _link(ns_a, name_a) is not None:
         return
     peer = ["peer", "name", name_b] + (["netns", _netns_target(ns_b)] if ns_b != ns_a else [])
-    _ip(ns_a, "link", "add", name_a, "type", "veth", *peer)
-    _ip(ns_a, "link", "set", "dev", name_a, "up")
-    _ip(ns_b, "link", "set", "dev", name_b, "up")
+    run_ip(ns_a, "link", "add", name_a, "type", "veth", *peer)
+    run_ip(ns_a, "link", "set", "dev", name_a, "up")
+    run_ip(ns_b, "link", "set", "dev", name_b, "up")
 
 
 def _tx_checksum_off(ns: str | None, ifname: str) -> None:
     # The userspace datapath reads veth frames with partial (offloaded) TCP/UDP checksums and
     # forwards them unfixed: the receiver drops them. ICMP works, TCP does not, unless off.
     _run(["ethtool", "-K", ifname, "tx", "off"], ns)
+
+
+def masquerade(table: str, match: str, ns: str | None = None) -> None:
+    """IPv4 forwarding on in `ns`, and nftables table `table` holding one postrouting rule that
+    masquerades what `match`es. The table is replaced atomically: re-applying never duplicates
+    the rule."""
+    _run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], ns)
+    rules = (
+        f"table ip {table} {{}}\n"
+        f"delete table ip {table}\n"
+        f"table ip {table} {{\n"
+        "  chain postrouting {\n"
+        "    type nat hook postrouting priority srcnat; policy accept;\n"
+        f"    {match} masquerade\n"
+        "  }\n"
+        "}\n"
+    )
+    _run(["nft", "-f", "-"], ns, stdin=rules)
+
+
+def delete_nft_table(table: str, ns: str | None = None) -> None:
+    """Remove nftables table `table` if it is there (and nft is installed)."""
+    with contextlib.suppress(Internal, Unavailable):
+        _run(["nft", "delete", "table", "ip", table], ns)
 
 
 def _ovs_add_port(cfg: ovs.ChassisConfig, bridge: str, ifname: str, *sets: str) -> None:
@@ -161,9 +186,9 @@ async def bind_namespace_port(chassis: ovs.ChassisConfig, port_id: str, mac: str
     def bind() -> NamespacePort:
         ensure_netns(ns)
         _veth(chassis.netns, outer, ns, ifname)
-        _ip(ns, "link", "set", "dev", ifname, "down")
-        _ip(ns, "link", "set", "dev", ifname, "address", mac)
-        _ip(ns, "link", "set", "dev", ifname, "up")
+        run_ip(ns, "link", "set", "dev", ifname, "down")
+        run_ip(ns, "link", "set", "dev", ifname, "address", mac)
+        run_ip(ns, "link", "set", "dev", ifname, "up")
         _tx_checksum_off(ns, ifname)
         _ovs_add_port(chassis, chassis.bridge, outer, f"external_ids:iface-id={port_id}",
                       f"external_ids:attached-mac={mac}")
@@ -206,7 +231,7 @@ class PhysicalUplink:
 
         def apply() -> None:
             self._move_into(chassis.netns)
-            _ip(chassis.netns, "link", "set", "dev", self.interface, "up")
+            run_ip(chassis.netns, "link", "set", "dev", self.interface, "up")
             ovs.add_bridge(chassis, self.bridge)
             _ovs_add_port(chassis, self.bridge, self.interface)
             ovs.set_bridge_mappings(chassis, {**chassis.bridge_mappings, self.physical_network: self.bridge})
@@ -232,7 +257,7 @@ class PhysicalUplink:
         if used:
             raise InvalidArgument(f"uplink interface {self.interface!r} has address {', '.join(used)} "
                                   "now, so the host uses it; not taking it")
-        _ip(self.host_netns, "link", "set", "dev", self.interface, "netns", _netns_target(target))
+        run_ip(self.host_netns, "link", "set", "dev", self.interface, "netns", _netns_target(target))
 
     async def remove(self, chassis: ovs.ChassisConfig) -> None:
         await asyncio.to_thread(ovs.vsctl, chassis, "--if-exists", "del-br", self.bridge)
@@ -274,25 +299,13 @@ class HostNatUplink:
         def apply() -> None:
             _veth(self.netns, self.name, chassis.netns, self.ovs_end)
             if (str(gw.ip), gw.network.prefixlen) not in _addresses(self.netns, self.name):
-                _ip(self.netns, "addr", "add", f"{gw.ip}/{gw.network.prefixlen}", "dev", self.name)
+                run_ip(self.netns, "addr", "add", f"{gw.ip}/{gw.network.prefixlen}", "dev", self.name)
             _tx_checksum_off(self.netns, self.name)
             _tx_checksum_off(chassis.netns, self.ovs_end)
             ovs.add_bridge(chassis, self.bridge)
             _ovs_add_port(chassis, self.bridge, self.ovs_end)
             ovs.set_bridge_mappings(chassis, {**chassis.bridge_mappings, self.physical_network: self.bridge})
-            _run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], self.netns)
-            # Replace the table atomically: re-applying never duplicates the rule.
-            rules = (
-                f"table ip {self.nft_table} {{}}\n"
-                f"delete table ip {self.nft_table}\n"
-                f"table ip {self.nft_table} {{\n"
-                "  chain postrouting {\n"
-                "    type nat hook postrouting priority srcnat; policy accept;\n"
-                f'    ip saddr {gw.network} oifname != "{self.name}" masquerade\n'
-                "  }\n"
-                "}\n"
-            )
-            _run(["nft", "-f", "-"], self.netns, stdin=rules)
+            masquerade(self.nft_table, f'ip saddr {gw.network} oifname != "{self.name}"', self.netns)
 
         await asyncio.to_thread(apply)
 
@@ -301,7 +314,6 @@ class HostNatUplink:
             with contextlib.suppress(Internal, Unavailable):
                 ovs.vsctl(chassis, "--if-exists", "del-port", self.bridge, self.ovs_end)
             _delete_link(self.netns, self.name)
-            with contextlib.suppress(Internal):
-                _run(["nft", "delete", "table", "ip", self.nft_table], self.netns)
+            delete_nft_table(self.nft_table, self.netns)
 
         await asyncio.to_thread(remove)
