@@ -113,3 +113,33 @@ async def test_delete_through_the_service_leaves_nothing(cloud: Cloud) -> None:
     assert cloud.storage is not None
     vols = await cloud.storage.list_volumes(cloud.settings["storage.pool"], type=VolumeType.VM)
     assert vols == [] and msgspec.structs.asdict(rec)["name"] == "z1"
+
+
+async def test_a_pass_asks_libvirt_once_and_still_sees_a_missed_poweroff(cloud: Cloud) -> None:
+    """A pass lists the domains once; per-instance libvirt calls only for what looks wrong."""
+    assert cloud.compute and cloud.db
+    for name, start in (("c1", True), ("c2", False), ("c3", True)):
+        await instance_launch.launch(cloud, await prepared(cloud, name, start=start))
+    reconciler = InstanceReconciler(cloud)
+    await reconciler.run_once()  # the member's first pass (autostart) is not the one measured
+    calls: list[str] = []
+    compute = cloud.compute
+    for method in ("list_owned", "exists", "state"):
+        real = getattr(compute, method)
+
+        def counted(*args: object, _real: object = real, _m: str = method, **kw: object) -> object:
+            calls.append(f"{_m}{args}")
+            return _real(*args, **kw)  # type: ignore[operator]
+        setattr(compute, method, counted)
+    try:
+        report = await reconciler.run_once()
+        assert calls == ["list_owned()"] and not report.errors and not report.orphans
+        await compute.stop("c1", force=True)  # powered off while nobody watched the events
+        calls.clear()
+        report = await reconciler.run_once()
+        assert calls == ["list_owned()", "exists('c1',)", "state('c1',)"], calls
+        assert cloud.db.get(Instance, "c1").status == "Stopped"
+        assert cloud.db.get(Instance, "c3").status == "Running" and not report.errors
+    finally:
+        for method in ("list_owned", "exists", "state"):
+            delattr(compute, method)

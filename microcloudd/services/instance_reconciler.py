@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from microcloudd.api.errors import MicrocloudError
 from microcloudd.db.records import Image, Instance
 from microcloudd.drivers.compute.base import EventSubscription
-from microcloudd.drivers.compute.types import EventKind, LifecycleEvent, PowerState
+from microcloudd.drivers.compute.types import DomainStatus, EventKind, LifecycleEvent, PowerState
+from microcloudd.drivers.storage import naming
 from microcloudd.drivers.storage.base import VolumeType
 from microcloudd.services import instance_autostart as autostart
 from microcloudd.services import instance_config as ic
@@ -110,19 +111,31 @@ class InstanceReconciler:
             boot, self._booted = not self._booted, True
             if boot:  # before the row of a guest that died with us follows it
                 report.started, report.redefined = await autostart.start_instances(cloud)
+            # One libvirt query for every domain; a pass at 500 instances would otherwise make
+            # a thousand. Only what looks wrong in it is asked again, under the instance's lock.
+            domains = await self._domains()
             for rec in sorted(db.all(Instance), key=lambda r: r.name):
                 if rec.location != cloud.server_name or locks(cloud).busy(rec.name):
                     continue
                 try:
                     async with locks(cloud).hold(rec.name):
-                        await self._converge(rec.name, report, boot)
+                        await self._converge(rec.name, report, boot, domains.get(rec.name))
                 except MicrocloudError as e:
                     report.errors.append(f"{rec.name}: {e}")
                     log.warning("instance %s: %s", rec.name, e)
-            await self._orphans(report)
+            await self._orphans(report, domains)
             return report
 
-    async def _converge(self, name: str, report: Report, boot: bool = False) -> None:
+    async def _domains(self) -> dict[str, DomainStatus]:
+        """This member's domains by instance name (empty without a compute driver)."""
+        compute = self.cloud.compute
+        if compute is None:
+            return {}
+        return {d.instance or d.name: d for d in await compute.list_owned()}
+
+    async def _converge(self, name: str, report: Report, boot: bool = False,
+                        seen: DomainStatus | None = None) -> None:
+        """`seen`: the instance's domain in the pass's listing (None: it was not there)."""
         cloud = self.cloud
         rec = cloud.need_db().get_or_none(Instance, name)
         if rec is None:
@@ -141,11 +154,15 @@ class InstanceReconciler:
                 await launch.remove(cloud, name)
                 report.removed.append(name)
         else:
-            await self._check_domain(rec, report, boot)
+            await self._check_domain(rec, report, boot, seen)
 
-    async def _check_domain(self, rec: Instance, report: Report, boot: bool) -> None:
-        """`boot`: the member's first pass, after autostart started what should run."""
+    async def _check_domain(self, rec: Instance, report: Report, boot: bool,
+                            seen: DomainStatus | None) -> None:
+        """`boot`: the member's first pass, after autostart started what should run. `seen`
+        is from before the lock was taken: anything that calls for a change is asked again."""
         cloud, compute = self.cloud, self.cloud.need_compute()
+        if seen is not None and (seen.state is not PowerState.STOPPED or rec.status == "Stopped"):
+            return  # defined, and its power state is not in question
         if not await compute.exists(rec.name):
             await compute.define(isp.domain_spec(cloud, rec), may_exist=True)
             report.redefined.append(rec.name)
@@ -162,12 +179,16 @@ class InstanceReconciler:
             await cloud.need_db().update(Instance, rec.name, status="Stopped", config=config)
 
     # -- orphans -----------------------------------------------------------------------------
-    async def _orphans(self, report: Report) -> None:
+    async def _orphans(self, report: Report, domains: dict[str, DomainStatus]) -> None:
+        """`domains`: the pass's listing, taken before its rows were read (an instance's row
+        is written before its domain is defined, so a listed domain without a row is no launch
+        in flight)."""
         cloud = self.cloud
         db = cloud.need_db()
         if cloud.compute is not None:
-            for dom in await cloud.compute.list_owned():
-                name = dom.instance or dom.name
+            for name, dom in domains.items():
+                if name in report.removed:
+                    continue  # removed with its row earlier in this pass
                 if db.get_or_none(Instance, name) is None and not locks(cloud).busy(name):
                     await self._quietly(report, f"domain {dom.name}",
                                         cloud.compute.undefine(dom.name, if_exists=True, force=True))
@@ -176,15 +197,16 @@ class InstanceReconciler:
             pools = {isp.default_pool(cloud)} | {i.pool for i in db.all(Image) if i.pool}
             pools |= {isp.root_pool(cloud, r) for r in db.all(Instance)}
             for pool in sorted(pools):
-                try:
-                    vols = await cloud.storage.list_volumes(pool, type=VolumeType.VM)
+                try:  # names only: opening each image to describe it was most of a pass's work
+                    names = await cloud.storage.volume_names(pool, type=VolumeType.VM)
                 except MicrocloudError:
                     continue  # a pool not created yet
-                for vol in vols:
-                    owner = vol.name.removesuffix(isp.SEED_SUFFIX)
+                for vol in names:
+                    owner = vol.removesuffix(isp.SEED_SUFFIX)
                     if db.get_or_none(Instance, owner) is None and not locks(cloud).busy(owner):
-                        await self._quietly(report, f"volume {pool}/{vol.backend_name}",
-                                            cloud.storage.delete_volume(pool, vol.name, type=VolumeType.VM,
+                        backend = naming.backend_name(VolumeType.VM, vol)
+                        await self._quietly(report, f"volume {pool}/{backend}",
+                                            cloud.storage.delete_volume(pool, vol, type=VolumeType.VM,
                                                                         if_exists=True))
         if cloud.network is not None:
             # Ports the networks service recorded for an instance that has no row (or no such
@@ -216,7 +238,8 @@ class InstanceReconciler:
     @staticmethod
     async def _quietly(report: Report, what: str, aw: object) -> None:
         try:
-            await aw  # type: ignore[misc]
+            if await aw is False:  # type: ignore[misc]
+                return  # already gone (removed meanwhile by whoever held it)
             report.orphans.append(what)
             log.info("instance reconciler removed orphan %s", what)
         except MicrocloudError as e:

@@ -158,6 +158,10 @@ class StorageDriver(ABC):
     async def list_volumes(self, pool: str, *, type: VolumeType | None = None) -> list[VolumeInfo]: ...
 
     @abstractmethod
+    async def volume_names(self, pool: str, *, type: VolumeType | None = None) -> list[str]:
+        """The volumes' names only: nothing is opened (list_volumes opens each to read its size)."""
+
+    @abstractmethod
     async def resize_volume(self, pool: str, name: str, size: int, *, type: VolumeType = VolumeType.CUSTOM,
                             force: bool = False) -> VolumeInfo:
         """Grow; shrinking (which loses data) only with `force`."""

@@ -162,6 +162,9 @@ class RBDDriver(StorageDriver):
     async def list_volumes(self, pool: str, *, type: VolumeType | None = None) -> list[VolumeInfo]:
         return await self._call(rbd_volumes.list_volumes, pool, type)
 
+    async def volume_names(self, pool: str, *, type: VolumeType | None = None) -> list[str]:
+        return await self._call(rbd_volumes.volume_names, pool, type)
+
     async def resize_volume(self, pool: str, name: str, size: int, *, type: VolumeType = VolumeType.CUSTOM,
                             force: bool = False) -> VolumeInfo:
         return await self._call(rbd_volumes.resize_volume, pool, name, size, type, force)

@@ -82,18 +82,30 @@ def volume_info(s: Session, pool: str, name: str, vtype: VolumeType) -> VolumeIn
         return _info_open(image, pool, vtype, name, backend)
 
 
+def _volumes(io: rados.Ioctx, pool: str, vtype: VolumeType | None) -> list[tuple[str, VolumeType, str]]:
+    """(backend name, type, name) of the pool's volumes of `vtype` (any type: None), sorted."""
+    with translated(f"Storage pool {pool!r}"):
+        names = rbd.RBD().list(io)
+    out = []
+    for backend in sorted(names):
+        parsed = naming.parse_backend_name(backend)
+        if parsed and (vtype is None or parsed[0] is vtype):
+            out.append((backend, parsed[0], parsed[1]))
+    return out
+
+
+def volume_names(s: Session, pool: str, vtype: VolumeType | None) -> list[str]:
+    with s.ioctx(pool) as io:
+        return [name for _, _, name in _volumes(io, pool, vtype)]
+
+
 def list_volumes(s: Session, pool: str, vtype: VolumeType | None) -> list[VolumeInfo]:
     out = []
     with s.ioctx(pool) as io:
-        with translated(f"Storage pool {pool!r}"):
-            names = rbd.RBD().list(io)
-        for backend in sorted(names):
-            parsed = naming.parse_backend_name(backend)
-            if not parsed or (vtype is not None and parsed[0] is not vtype):
-                continue
+        for backend, parsed_type, name in _volumes(io, pool, vtype):
             try:
                 with rbd.Image(io, backend, read_only=True) as image:
-                    out.append(_info_open(image, pool, parsed[0], parsed[1], backend))
+                    out.append(_info_open(image, pool, parsed_type, name, backend))
             except rbd.ImageNotFound:
                 continue  # deleted while we listed
     return out
