@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
@@ -67,27 +66,27 @@ Work = Callable[[OperationContext], Awaitable[dict[str, Any] | None]]
 
 
 class _Entry:
-    __slots__ = ("channels", "done", "finished_at", "op", "secrets", "task")
+    __slots__ = ("channels", "done", "op", "secrets", "task")
 
     def __init__(self, op: Operation) -> None:
         self.op = op
         self.task: asyncio.Task[None] | None = None
         self.done = asyncio.Event()
-        self.finished_at = 0.0
         self.secrets: dict[str, str] = {}  # secret -> channel, each usable once
         self.channels: dict[str, asyncio.Future[Channel]] = {}
 
 
 class OperationManager:
-    def __init__(self, events: EventBus, location: str = "none") -> None:
+    def __init__(self, events: EventBus, location: str = "none", *,
+                 keep_finished: float = KEEP_FINISHED) -> None:
         self.events, self.location = events, location
+        self.keep_finished = keep_finished
         self._ops: dict[str, _Entry] = {}
 
     def start(self, description: str, work: Work, *, resources: dict[str, list[str]] | None = None,
               may_cancel: bool = True, class_: str = "task", channels: Iterable[str] = ()) -> Operation:
         """Create the operation and schedule `work`; returns at once (the 202 body).
         `channels`: a websocket operation's channel names (e.g. "0", "control")."""
-        self._expire()
         stamp = now()
         op = Operation(id=str(uuid.uuid4()), class_=class_, description=description, created_at=stamp,
                        updated_at=stamp, status="Pending", status_code=105, resources=resources or {},
@@ -124,7 +123,6 @@ class OperationManager:
             op.err = f"Internal error in operation {op.id}: see the microcloudd log"
             self._set(op, "Failure")
         finally:
-            entry.finished_at = time.monotonic()
             entry.secrets.clear()
             for waiter in entry.channels.values():
                 waiter.cancel()  # never connected: nobody waits any more
@@ -132,6 +130,8 @@ class OperationManager:
             # A finished operation stays listable for KEEP_FINISHED; its task (with coroutine and
             # context) need not: 500 launches kept ~1.5 MB alive for five minutes.
             entry.task = None
+            # Dropped on a timer: an idle daemon does not keep a burst's operations forever.
+            asyncio.get_running_loop().call_later(self.keep_finished, self._ops.pop, op.id, None)
 
     def _set(self, op: Operation, status: str) -> None:
         op.status, op.status_code = status, STATUS_CODES[status]
@@ -170,7 +170,6 @@ class OperationManager:
         return self._entry(op_id).op
 
     def list(self) -> list[Operation]:
-        self._expire()
         return [e.op for e in self._ops.values()]
 
     async def wait(self, op_id: str, timeout: float | None = None) -> Operation:
@@ -201,11 +200,6 @@ class OperationManager:
             e.task.cancel()
         if running:
             await asyncio.wait([e.task for e in running if e.task], timeout=timeout)
-
-    def _expire(self) -> None:
-        cutoff = time.monotonic() - KEEP_FINISHED
-        for op_id in [k for k, e in self._ops.items() if e.done.is_set() and e.finished_at < cutoff]:
-            del self._ops[op_id]
 
 
 def _to_dict(op: Operation) -> dict[str, Any]:

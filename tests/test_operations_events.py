@@ -18,9 +18,10 @@ import msgspec
 import pytest
 
 from microcloudd.api.declare import Op, Query
-from microcloudd.api.errors import InvalidArgument
+from microcloudd.api.errors import InvalidArgument, NotFound
 from microcloudd.api.server import Operation
 from microcloudd.daemon import Daemon
+from microcloudd.events import EventBus
 from microcloudd.operations import OperationContext, OperationManager
 from microcloudd.rest.app import Context
 
@@ -192,3 +193,20 @@ async def test_stop_cancels_running_operations(tmp_path: Path) -> None:
     await asyncio.wait_for(d.stop(), 5)
     assert d.operations.get(op_id).status == "Cancelled"
     assert not d.socket_path.exists()
+
+
+async def test_finished_operations_expire_on_their_own() -> None:
+    """A finished operation stays readable for `keep_finished`, then goes without anyone asking
+    (a burst of launches on an idle daemon is not kept alive until the next request)."""
+    ops = OperationManager(EventBus(), keep_finished=0.3)
+
+    async def work(ctx: OperationContext) -> dict[str, int]:
+        return {"answer": 42}
+
+    op = ops.start("quick", work)
+    await ops.wait(op.id)
+    assert ops.get(op.id).status == "Success" and ops.get(op.id).metadata == {"answer": 42}
+    await asyncio.sleep(0.6)
+    with pytest.raises(NotFound):
+        ops.get(op.id)
+    assert ops._ops == {}
