@@ -62,8 +62,8 @@ async def clean_unfinished(cloud: Cloud, *, before: float) -> Cleanup:
                 out.staged.append(path.name)
 
     # One item that cannot be cleaned now is left `pending` for the next pass; it does not stop
-    # the others. (Typically RBD still lists the dead daemon's watch on a volume it was writing:
-    # the OSDs drop it after osd_client_watch_timeout, 30 s by default.)
+    # the others. (The dead daemon's own watches are gone: the storage driver blocklisted its
+    # Ceph client on connecting; a user without that right waits for the OSDs' 30 s timeout.)
     for img in db.find(Image, where=lambda i: i.status == IMPORTING and i.worker == member):
         with _pending(out, f"image {img.fingerprint[:12]}"):
             try:

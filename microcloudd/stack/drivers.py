@@ -46,7 +46,8 @@ async def connect(cloud: Cloud, stack: LocalStack, secret_uuid: str) -> None:
         "ovn.sb": stack.central.sb_remote,
     })
     if cloud.storage is None:
-        storage = RBDDriver(access.conf_path, access.keyring_path, user=access.user, owner=owner)
+        storage = RBDDriver(access.conf_path, access.keyring_path, user=access.user, owner=owner,
+                            fence_file=stack.lay.ceph_client_note)
         await storage.connect()
         cloud.storage = storage
     if cloud.network is None:

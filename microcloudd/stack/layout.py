@@ -53,6 +53,12 @@ class Layout:
     def init_dir(self) -> Path:
         return self.state_dir / "init"
 
+    @property
+    def ceph_client_note(self) -> Path:
+        """The address of the daemon's Ceph client while connected (see RBDDriver.fence_file);
+        in the state dir itself, as the Ceph in use may be another machine's."""
+        return self.state_dir / "ceph-client.addr"
+
     # -- the namespace and its link to the host ----------------------------------------
     @property
     def netns(self) -> str:

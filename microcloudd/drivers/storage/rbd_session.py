@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +21,10 @@ import rbd
 from microcloudd.api.errors import Cancelled, Internal, NotFound
 from microcloudd.drivers.storage import naming
 from microcloudd.drivers.storage.rbd_errors import translated
+
+log = logging.getLogger(__name__)
+# How long a dead client stays blocklisted: far longer than any OSD keeps its watches.
+FENCE_SECONDS = 3600
 
 # Progress as the worker threads see it: (bytes done, bytes total); must be thread-safe.
 SyncProgress = Callable[[int, int], None]
@@ -112,3 +118,21 @@ def remove_quietly(io: rados.Ioctx, name: str) -> None:
 
 def not_found(what: str) -> NotFound:
     return NotFound(f"{what} not found")
+
+
+def fence_previous(cluster: rados.Rados, note: Path) -> None:
+    """Blocklist the client whose address `note` holds (our previous incarnation, which did not
+    shut down cleanly), then note `cluster`'s own address there. Only that exact client
+    instance (address and nonce) is fenced; a refusal (a user without the mon capability) is
+    logged, and the OSDs then drop the dead client's watches after their timeout as before."""
+    previous = note.read_text().strip() if note.is_file() else ""
+    mine = cluster.get_addrs()
+    if previous and previous != mine:
+        try:
+            cluster.blocklist_add(previous, FENCE_SECONDS)
+            log.info("blocklisted our previous Ceph client %s (it did not shut down cleanly)", previous)
+        except rados.Error as e:
+            log.warning("cannot blocklist our previous Ceph client %s: %s", previous, e)
+    tmp = note.with_name(note.name + ".tmp")
+    tmp.write_text(mine + "\n")
+    os.replace(tmp, note)
