@@ -54,6 +54,11 @@ class Layout:
         return self.state_dir / "init"
 
     @property
+    def forwarding_note(self) -> Path:
+        """The host's IPv4 forwarding setting before this member first turned it on."""
+        return self.state_dir / "ip_forward.before"
+
+    @property
     def ceph_client_note(self) -> Path:
         """The address of the daemon's Ceph client while connected (see RBDDriver.fence_file);
         in the state dir itself, as the Ceph in use may be another machine's."""

@@ -12,6 +12,7 @@ forwarding and masquerades the namespace's address behind the host's own.
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 from microcloudd.drivers.network import host
 from microcloudd.stack.layout import Layout
@@ -46,9 +47,41 @@ def egress_table(lay: Layout) -> str:
     return f"microcloud_{lay.tag}_link"
 
 
+FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")
+NETNS_PREFIX = "microcloud-"
+
+
+def note_forwarding(lay: Layout) -> None:
+    """Keep the host's IPv4 forwarding setting from before this member first turned it on (the
+    NAT uplink, the egress rule), so `purge` can put it back."""
+    if not lay.forwarding_note.exists():
+        lay.forwarding_note.write_text(FORWARDING.read_text())
+
+
+def restore_forwarding(lay: Layout) -> bool:
+    """After the member is gone: forwarding back off if it was off before us and no other
+    microcloud on this host has its namespace (it may route through the host too)."""
+    note = lay.forwarding_note
+    if not note.exists():
+        return False
+    before = note.read_text().strip()
+    others = [n for n in namespaces() if n.startswith(NETNS_PREFIX) and n != lay.netns]
+    note.unlink()
+    if before != "0" or others:
+        return False
+    FORWARDING.write_text("0\n")
+    return True
+
+
+def namespaces() -> list[str]:
+    out = _ip("netns", "list", check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
 def ensure_egress(lay: Layout) -> None:
     """Traffic from the namespace to other machines leaves with the host's address: forwarding
     on and a masquerade rule for the namespace's address on any other way out."""
+    note_forwarding(lay)
     host.masquerade(egress_table(lay), f'ip saddr {lay.ns_ip} oifname != "{lay.host_link}"')
 
 

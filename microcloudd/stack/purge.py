@@ -1,5 +1,6 @@
 """Remove the host-level leftovers of a stopped member (`scripts/down.sh --purge`): the host
-NAT uplink (veth end, nftables table), the namespace and its link. Run with nothing of the
+NAT uplink (veth end, nftables table), the namespace and its link, and IPv4 forwarding if the
+member turned it on (and no other microcloud runs here). Run with nothing of the
 member running; the state dir itself is the caller's to delete.
 
     python -m microcloudd.stack.purge STATE_DIR
@@ -22,6 +23,7 @@ def purge(state_dir: Path) -> None:
                             sb_remote="", netns=lay.netns)
     asyncio.run(uplink.remove(lay, cfg))
     netns.remove(lay)
+    netns.restore_forwarding(lay)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from microcloudd.api.init import NetworkPlan
 from microcloudd.components import ovs
 from microcloudd.drivers.network.base import UplinkSpec
 from microcloudd.drivers.network.host import HostNatUplink, PhysicalUplink
+from microcloudd.stack import netns
 from microcloudd.stack.layout import Layout
 
 PHYSICAL_NETWORK = "uplink"
@@ -46,6 +47,7 @@ async def ensure(lay: Layout, cfg: ovs.ChassisConfig, net: NetworkPlan | None = 
     if net is not None and net.uplink != "nat":
         await PhysicalUplink(net.uplink, PHYSICAL_NETWORK, lay.uplink_bridge).apply(cfg)
     else:
+        netns.note_forwarding(lay)  # the host NAT turns forwarding on
         await host_nat(lay).apply(cfg)
 
 
