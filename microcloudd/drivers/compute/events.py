@@ -1,4 +1,11 @@
-"""libvirt lifecycle events as typed events, delivered into the subscriber's asyncio loop."""
+"""libvirt lifecycle events as typed events, delivered into the subscriber's asyncio loop.
+
+Besides libvirt's own events a subscriber may get `RESYNC` (`is_resync(ev)`: no name, no
+UUID): the driver's connection to libvirtd was lost and is open again. Events of the time in
+between are lost for good (libvirt does not replay them, and nothing of what it knew about
+the domains survives the connection), so a consumer that keeps state from events re-reads
+what it cares about (power states, definitions) when it sees one.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +30,14 @@ _KINDS: dict[int, EventKind] = {
     libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: EventKind.PMSUSPENDED,
     libvirt.VIR_DOMAIN_EVENT_CRASHED: EventKind.CRASHED,
 }
+
+
+# Not a libvirt event: "reconnected, events may have been missed" (see the module docstring).
+RESYNC = LifecycleEvent(name="", uuid="", kind=EventKind.UNKNOWN, detail=-1)
+
+
+def is_resync(ev: LifecycleEvent) -> bool:
+    return ev.kind is EventKind.UNKNOWN and not ev.name and not ev.uuid
 
 
 def lifecycle_event(dom: libvirt.virDomain, event: int, detail: int) -> LifecycleEvent:

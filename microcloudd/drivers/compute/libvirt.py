@@ -22,6 +22,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
+import logging
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
@@ -35,7 +38,7 @@ from microcloudd.drivers.compute import domain_xml as dx
 from microcloudd.drivers.compute import validate
 from microcloudd.drivers.compute.base import ComputeDriver, ConsoleStream
 from microcloudd.drivers.compute.console import LibvirtConsole, tail
-from microcloudd.drivers.compute.events import EventHub, Subscription
+from microcloudd.drivers.compute.events import RESYNC, EventHub, Subscription
 from microcloudd.drivers.compute.libvirt_errors import translate
 from microcloudd.drivers.compute.libvirt_thread import LibvirtThread
 from microcloudd.drivers.compute.secret_xml import ceph_secret_xml
@@ -51,6 +54,17 @@ from microcloudd.drivers.compute.types import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+DEFAULT_RECONNECT_WAIT = 10.0  # s a call waits for a lost libvirt connection to come back
+_BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 2.0  # s between attempts to reopen it
+_JOIN_WAIT = 5.0  # s close() waits for the reconnect thread
+_CLOSE_REASONS = {
+    libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "I/O error on the connection",
+    libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "libvirtd closed the connection (exited?)",
+    libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "libvirtd stopped answering keepalives",
+    libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "the connection was closed",
+}
 
 _STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: PowerState.ERROR,
@@ -88,25 +102,62 @@ class _Known:
                    d.max_memory_kib)
 
 
+class _Down(Exception):
+    """Raised by a job on the libvirt thread: no usable connection. `started`: the job had
+    begun its libvirt calls, so part of its work may have reached libvirtd."""
+
+    def __init__(self, why: str, *, started: bool) -> None:
+        super().__init__(why)
+        self.why, self.started = why, started
+
+
 class LibvirtDriver(ComputeDriver):
-    """Use `await LibvirtDriver.connect(uri, owner)`; `await close()` when done."""
+    """Use `await LibvirtDriver.connect(uri, owner)`; `await close()` when done.
+
+    The connection survives libvirtd restarts: when it closes (libvirt's close callback:
+    end of file, I/O error, keepalive timeout; or a call that finds its connection dead) the
+    driver drops it (callbacks deregistered, connection closed), empties `_known`, and
+    reopens the same URI from a reconnect thread, retrying with a capped backoff until it
+    works or the driver is closed. The new connection gets the same callbacks (lifecycle,
+    metadata change, close, keepalive) and every subscriber then gets `events.RESYNC`.
+    Meanwhile a call waits up to `reconnect_wait` s for the connection (from the moment it
+    was made) and then fails with Unavailable; a call the loss interrupted fails at once with
+    Unavailable (it may or may not have taken effect), unless it only reads: that one is
+    repeated on the new connection, within the same bound.
+    """
 
     def __init__(self, lt: LibvirtThread, conn: libvirt.virConnect, uri: str, owner: str,
-                 virt_type: str) -> None:
+                 virt_type: str, reconnect_wait: float = DEFAULT_RECONNECT_WAIT) -> None:
         self._lt = lt
-        self._conn = conn
         self._uri = uri
         self.owner = owner
         self.virt_type = virt_type
+        self.reconnect_wait = reconnect_wait
         self._hub = EventHub()
-        self._callback_ids: list[int] = []
         self._known: dict[str, _Known] = {}  # by domain UUID; libvirt thread only
+        # The connection: written on the libvirt thread only; `_alive`, `_closed` and
+        # `_waiters` under `_lock` (the asyncio side reads them).
+        self._conn: libvirt.virConnect | None = conn
+        self._callback_ids: list[int] = []
+        self._lock = threading.Lock()
+        self._alive = True
+        self._closed = False
+        self._lost_at = 0.0  # time.monotonic() of the last loss
+        self._why = ""  # why the connection was lost, then why reopening it fails
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._teardown_timer: int | None = None
+        self._reconnector: threading.Thread | None = None
+        self._stop_reconnecting = threading.Event()
 
     @classmethod
-    async def connect(cls, uri: str, owner: str, *, virt_type: str | None = None) -> LibvirtDriver:
-        """`owner` tags every domain we define (e.g. the cluster member's name)."""
+    async def connect(cls, uri: str, owner: str, *, virt_type: str | None = None,
+                      reconnect_wait: float = DEFAULT_RECONNECT_WAIT) -> LibvirtDriver:
+        """`owner` tags every domain we define (e.g. the cluster member's name);
+        `reconnect_wait`: how long a call waits for a lost connection to come back."""
         if not owner or any(c in owner for c in "<>&\"'"):
             raise InvalidArgument(f"invalid compute owner tag {owner!r}")
+        if reconnect_wait < 0:
+            raise InvalidArgument(f"reconnect_wait must not be negative, not {reconnect_wait}")
         lt = LibvirtThread.get()
 
         def open_conn() -> libvirt.virConnect:
@@ -116,24 +167,33 @@ class LibvirtDriver(ComputeDriver):
                 raise Unavailable(f"cannot connect to libvirt at {uri}: {e.get_error_message()}") from None
 
         conn = await lt.call(open_conn)
-        drv = cls(lt, conn, uri, owner, virt_type or dx.host_virt_type())
-        await lt.call(drv._register_events)
+        drv = cls(lt, conn, uri, owner, virt_type or dx.host_virt_type(), reconnect_wait)
+        try:
+            await lt.call(drv._register_events, conn)
+        except libvirt.libvirtError as e:
+            await lt.call(drv._drop, conn)
+            raise Unavailable(f"cannot watch libvirt events at {uri}: {e.get_error_message()}") from None
         return drv
 
-    def _register_events(self) -> None:
-        self._callback_ids.append(self._conn.domainEventRegisterAny(
-            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None))
+    def _register_events(self, conn: libvirt.virConnect) -> None:
+        ids = self._callback_ids
         try:
-            self._callback_ids.append(self._conn.domainEventRegisterAny(
-                None, libvirt.VIR_DOMAIN_EVENT_ID_METADATA_CHANGE, self._on_metadata, None))
-        except libvirt.libvirtError:  # a driver without the event: our own changes still forget
-            pass
-        try:  # events missed while disconnected: nothing known survives the connection
-            self._conn.registerCloseCallback(lambda *_: self._known.clear(), None)
+            ids.append(conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None))
+            try:
+                ids.append(conn.domainEventRegisterAny(
+                    None, libvirt.VIR_DOMAIN_EVENT_ID_METADATA_CHANGE, self._on_metadata, None))
+            except libvirt.libvirtError:  # a driver without the event: our own changes still forget
+                pass
+        except libvirt.libvirtError:
+            self._deregister(conn)
+            raise
+        try:  # the connection broke (or libvirtd exited): drop it and reconnect
+            conn.registerCloseCallback(self._on_close, None)
         except libvirt.libvirtError:
             pass
         try:  # notice a dead daemon within ~15 s (remote URIs; the test driver has no keepalive)
-            self._conn.setKeepAlive(5, 3)
+            conn.setKeepAlive(5, 3)
         except libvirt.libvirtError:
             pass
 
@@ -149,43 +209,201 @@ class LibvirtDriver(ComputeDriver):
     def _forget(self, dom: libvirt.virDomain) -> None:
         self._known.pop(dom.UUIDString(), None)
 
-    async def close(self) -> None:
-        def close_sync() -> None:
-            # Deregister before closing, or libvirt keeps the connection's watches alive.
-            for cid in self._callback_ids:
-                try:
-                    self._conn.domainEventDeregisterAny(cid)
-                except libvirt.libvirtError:
-                    pass
-            self._callback_ids = []
-            try:
-                self._conn.unregisterCloseCallback()
-            except libvirt.libvirtError:
-                pass
-            self._known.clear()
-            try:
-                self._conn.close()
-            except libvirt.libvirtError:
-                pass
+    # -- the connection: loss, reconnection, close -------------------------------------------
+    def _on_close(self, conn: libvirt.virConnect, reason: int, _opaque: object) -> None:
+        self._lost(conn, _CLOSE_REASONS.get(reason, f"the connection closed (reason {reason})"))
 
-        await self._lt.call(close_sync)
+    def _lost(self, conn: libvirt.virConnect, why: str) -> None:
+        """libvirt thread; may run inside a libvirt call (the close callback does), so the
+        connection is dropped later, from a timer of the event loop, not here."""
+        with self._lock:
+            if conn is not self._conn or not self._alive or self._closed:
+                return
+            self._alive = False
+            self._lost_at, self._why = time.monotonic(), why
+        self._known.clear()
+        log.warning("lost the connection to libvirt at %s (%s): reconnecting", self._uri, why)
+        self._teardown_timer = self._lt.call_later(0, self._teardown)
+
+    def _teardown(self) -> None:
+        """libvirt thread, from a timer: drop the dead connection, start reconnecting."""
+        self._teardown_timer = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._drop(conn)
+        if self._closed:
+            return
+        self._stop_reconnecting.clear()
+        self._reconnector = threading.Thread(target=self._reconnect, name="libvirt-reconnect", daemon=True)
+        self._reconnector.start()
+
+    def _reconnect(self) -> None:
+        """The reconnect thread (one per outage). It only opens connections: a libvirtd that
+        accepts but does not answer (starting, or stuck) blocks virConnectOpen, which has no
+        timeout and no keepalive yet, and must not block the libvirt thread. Everything else
+        (events, callbacks) happens on the libvirt thread, in `_adopt`."""
+        backoff = _BACKOFF_FIRST
+        while not self._stop_reconnecting.is_set():
+            try:
+                conn = libvirt.open(self._uri)
+            except libvirt.libvirtError as e:
+                self._why = f"cannot reconnect: {(e.get_error_message() or str(e)).strip()}"
+            else:
+                try:
+                    if self._lt.submit(functools.partial(self._adopt, conn)).result():
+                        return
+                except Exception as e:  # registering failed: the connection was dropped
+                    self._why = f"cannot watch events after reconnecting: {e}"
+            self._stop_reconnecting.wait(backoff)
+            backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    def _adopt(self, conn: libvirt.virConnect) -> bool:
+        """libvirt thread: make `conn` the driver's connection (False: the driver is closed)."""
+        if self._closed:
+            self._drop(conn)
+            return False
+        try:
+            self._register_events(conn)
+        except libvirt.libvirtError:
+            self._drop(conn)
+            raise
+        self._known.clear()  # whatever changed while we were away
+        self._conn = conn
+        with self._lock:
+            self._alive = True
+            waiters, self._waiters = self._waiters, []
+            down = time.monotonic() - self._lost_at
+        log.warning("reconnected to libvirt at %s after %.1f s", self._uri, down)
+        _wake(waiters)
+        self._hub.publish(RESYNC)
+        return True
+
+    def _deregister(self, conn: libvirt.virConnect) -> None:
+        # On a dead remote connection libvirt drops the callbacks locally, then fails to tell
+        # the daemon: the error is expected.
+        for cid in self._callback_ids:
+            try:
+                conn.domainEventDeregisterAny(cid)
+            except libvirt.libvirtError:
+                pass
+        self._callback_ids = []
+
+    def _drop(self, conn: libvirt.virConnect) -> None:
+        """libvirt thread: deregister every callback of `conn`, then close it."""
+        self._deregister(conn)
+        try:
+            conn.unregisterCloseCallback()
+        except libvirt.libvirtError:
+            pass
+        try:
+            conn.close()
+        except libvirt.libvirtError:
+            pass
+
+    async def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            waiters, self._waiters = self._waiters, []
+        self._stop_reconnecting.set()
+        _wake(waiters)
+
+        def close_sync() -> threading.Thread | None:
+            if self._teardown_timer is not None:
+                self._lt.cancel(self._teardown_timer)
+                self._teardown_timer = None
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                # Deregister before closing, or libvirt keeps the connection's watches alive.
+                self._drop(conn)
+            self._known.clear()
+            return self._reconnector
+
+        reconnector = await self._lt.call(close_sync)
+        if reconnector is not None:
+            # it returns at once unless stuck in virConnectOpen on a libvirtd that does not answer
+            await asyncio.to_thread(reconnector.join, _JOIN_WAIT)
+            if reconnector.is_alive():
+                log.warning("libvirt reconnect thread for %s is stuck opening a connection", self._uri)
 
     # -- plumbing --------------------------------------------------------------------------
-    async def _run(self, action: str, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(*args)` on the libvirt thread, libvirtError translated with `action`."""
+    def _unavailable(self, action: str) -> Unavailable:
+        with self._lock:
+            if self._closed:
+                return Unavailable(f"cannot {action}: the libvirt driver is closed")
+            down = time.monotonic() - self._lost_at
+        return Unavailable(f"cannot {action}: libvirt at {self._uri} is unreachable ({self._why}); "
+                           f"reconnecting for {down:.1f} s already", uri=self._uri)
+
+    async def _wait_connected(self, action: str, deadline: float) -> None:
+        """Return once the connection is up; Unavailable at `deadline` or if the driver closes."""
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._lock:
+                closed, alive = self._closed, self._alive
+                if not closed and not alive:
+                    waiter = (loop, loop.create_future())
+                    self._waiters.append(waiter)
+            if closed:
+                raise self._unavailable(action)
+            if alive:
+                return
+            try:
+                async with asyncio.timeout_at(loop.time() + max(0.0, deadline - time.monotonic())):
+                    await waiter[1]
+            except TimeoutError:
+                raise self._unavailable(action) from None
+            finally:
+                with self._lock:
+                    if waiter in self._waiters:
+                        self._waiters.remove(waiter)
+
+    async def _run(self, action: str, fn: Callable[..., T], *args: Any, reads: bool = False) -> T:
+        """Run `fn(*args)` on the libvirt thread, libvirtError translated with `action`.
+        `reads`: `fn` changes nothing, so it may be repeated if the connection breaks under it."""
+        deadline = time.monotonic() + self.reconnect_wait
 
         def job() -> T:
+            conn = self._conn
+            if conn is None or not self._alive:
+                raise _Down(self._why, started=False)
             try:
                 return fn(*args)
             except libvirt.libvirtError as e:
-                raise translate(e, action) from None
+                if not self._broken(conn):
+                    raise translate(e, action) from None
+                why = (e.get_error_message() or str(e)).strip()
+                self._lost(conn, why)
+                raise _Down(why, started=True) from None
 
-        return await self._lt.call(job)
+        while True:
+            await self._wait_connected(action, deadline)
+            try:
+                return await self._lt.call(job)
+            except _Down as e:
+                if e.started and not reads:
+                    raise Unavailable(f"cannot {action}: the connection to libvirt at {self._uri} broke "
+                                      f"during the call ({e.why}); it may or may not have taken effect",
+                                      uri=self._uri) from None
+
+    @property
+    def _c(self) -> libvirt.virConnect:
+        """The connection, in a job of `_run` (which checked it is there)."""
+        assert self._conn is not None
+        return self._conn
+
+    def _broken(self, conn: libvirt.virConnect) -> bool:
+        """libvirt thread, after a libvirtError: is `conn` dead? (isAlive asks nothing of libvirtd)"""
+        if not self._alive:  # the close callback ran inside the failing call
+            return True
+        try:
+            return not conn.isAlive()
+        except libvirt.libvirtError:
+            return True
 
     def _find(self, name: str) -> libvirt.virDomain | None:
         """Our domain called `name`, or None (absent, or someone else's)."""
         try:
-            dom = self._conn.lookupByName(name)
+            dom = self._c.lookupByName(name)
         except libvirt.libvirtError as e:
             if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
@@ -230,9 +448,9 @@ class LibvirtDriver(ComputeDriver):
     def _statuses(self, doms: list[libvirt.virDomain] | None) -> list[DomainStatus]:
         """Our domains among `doms` (None: all of this connection's), their states in one call."""
         if doms is None:
-            listed = self._conn.getAllDomainStats(_STATS, 0)
+            listed = self._c.getAllDomainStats(_STATS, 0)
         elif doms:
-            listed = self._conn.domainListGetStats(doms, _STATS, 0)
+            listed = self._c.domainListGetStats(doms, _STATS, 0)
         else:
             return []
         out = []
@@ -252,7 +470,7 @@ class LibvirtDriver(ComputeDriver):
         root = ET.fromstring(dom.XMLDesc(_INACTIVE))
         edit(root)
         self._forget(dom)
-        self._conn.defineXML(ET.tostring(root, encoding="unicode"))
+        self._c.defineXML(ET.tostring(root, encoding="unicode"))
 
     # -- definition ------------------------------------------------------------------------
     async def define(self, spec: DomainSpec, *, may_exist: bool = True) -> ParsedDomain:
@@ -262,7 +480,7 @@ class LibvirtDriver(ComputeDriver):
 
     def _define_sync(self, spec: DomainSpec, xml: str, may_exist: bool) -> ParsedDomain:
         try:
-            existing = self._conn.lookupByName(spec.name)
+            existing = self._c.lookupByName(spec.name)
         except libvirt.libvirtError as e:
             if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise
@@ -277,12 +495,12 @@ class LibvirtDriver(ComputeDriver):
                                     f"({existing.UUIDString()})")
         else:
             try:
-                other = self._conn.lookupByUUIDString(spec.uuid)
+                other = self._c.lookupByUUIDString(spec.uuid)
                 raise AlreadyExists(f"UUID {spec.uuid} is already used by domain {other.name()!r}")
             except libvirt.libvirtError as e:
                 if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                     raise
-        dom = self._conn.defineXML(xml)
+        dom = self._c.defineXML(xml)
         self._forget(dom)
         return dx.parse_domain_xml(dom.XMLDesc(_INACTIVE))
 
@@ -314,10 +532,10 @@ class LibvirtDriver(ComputeDriver):
         def get_sync() -> ParsedDomain:
             return dx.parse_domain_xml(self._owned(name).XMLDesc(_INACTIVE))
 
-        return await self._run(f"read instance {name!r}", get_sync)
+        return await self._run(f"read instance {name!r}", get_sync, reads=True)
 
     async def exists(self, name: str) -> bool:
-        return await self._run(f"look up instance {name!r}", lambda: self._find(name) is not None)
+        return await self._run(f"look up instance {name!r}", lambda: self._find(name) is not None, reads=True)
 
     async def list_owned(self, names: Sequence[str] | None = None) -> list[DomainStatus]:
         def list_sync() -> list[DomainStatus]:
@@ -326,7 +544,7 @@ class LibvirtDriver(ComputeDriver):
             doms = [d for d in map(self._find, dict.fromkeys(names)) if d is not None]
             return self._statuses(doms)
 
-        return await self._run("list instances", list_sync)
+        return await self._run("list instances", list_sync, reads=True)
 
     # -- power -----------------------------------------------------------------------------
     async def start(self, name: str) -> None:
@@ -375,7 +593,7 @@ class LibvirtDriver(ComputeDriver):
     async def _wait_stopped(self, name: str, sub: Subscription, grace: float) -> bool:
         deadline = time.monotonic() + grace
         while True:
-            if not await self._run(f"check instance {name!r}", self._is_active, name):
+            if not await self._run(f"check instance {name!r}", self._is_active, name, reads=True):
                 return True
             left = deadline - time.monotonic()
             if left <= 0:
@@ -432,7 +650,7 @@ class LibvirtDriver(ComputeDriver):
                 raise NotFound(f"instance {name!r} has no libvirt domain on this member")
             return found[0]
 
-        return await self._run(f"read the state of instance {name!r}", state_sync)
+        return await self._run(f"read the state of instance {name!r}", state_sync, reads=True)
 
     # -- configuration ---------------------------------------------------------------------
     async def set_limits(self, name: str, *, vcpus: int | None = None,
@@ -554,7 +772,7 @@ class LibvirtDriver(ComputeDriver):
         devices = root.find("devices")
         assert devices is not None
         devices.remove(el)
-        self._conn.defineXML(ET.tostring(root, encoding="unicode"))
+        self._c.defineXML(ET.tostring(root, encoding="unicode"))
         return True
 
     @staticmethod
@@ -614,7 +832,7 @@ class LibvirtDriver(ComputeDriver):
         xml = ceph_secret_xml(uuid, user)
 
         def ensure_sync() -> None:
-            secret = self._conn.secretDefineXML(xml, 0)  # defines, or updates the same UUID
+            secret = self._c.secretDefineXML(xml, 0)  # defines, or updates the same UUID
             secret.setValue(key, 0)
 
         await self._run(f"store the ceph key of client.{user} in libvirt", ensure_sync)
@@ -624,7 +842,7 @@ class LibvirtDriver(ComputeDriver):
 
         def delete_sync() -> bool:
             try:
-                secret = self._conn.secretLookupByUUIDString(uuid)
+                secret = self._c.secretLookupByUUIDString(uuid)
             except libvirt.libvirtError as e:
                 if e.get_error_code() == libvirt.VIR_ERR_NO_SECRET and if_exists:
                     return False
@@ -647,3 +865,17 @@ class LibvirtDriver(ComputeDriver):
         if parsed.console_log is None:
             return b""
         return await asyncio.to_thread(tail, parsed.console_log, max_bytes)
+
+
+def _wake(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
+    """Wake callers waiting in `_wait_connected` (any thread; each future on its own loop)."""
+
+    def done(fut: asyncio.Future[None]) -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    for loop, fut in waiters:
+        try:
+            loop.call_soon_threadsafe(done, fut)
+        except RuntimeError:  # that caller's loop is closed
+            pass

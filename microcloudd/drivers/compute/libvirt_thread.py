@@ -7,6 +7,14 @@ default event implementation (`virEventRunDefaultImpl`); calls are queued and th
 woken through a pipe registered as a libvirt event handle, so event callbacks and calls
 share the thread. Results come back as futures, events via `call_soon_threadsafe`.
 
+One exception: a LibvirtDriver that lost its connection reopens it from a short-lived
+"libvirt-reconnect" thread, because virConnectOpen on a libvirtd that accepts but does not
+answer (starting up, or stuck) blocks without a timeout. That thread only opens connections
+(libvirt's default event implementation, which the new socket registers with, is thread-safe;
+libvirtaio is not used here); the callbacks are registered on this thread.
+`call_later` runs a job from a timer of the event loop: after the libvirt call or callback in
+progress (the close callback may run inside a failing call), never inside it.
+
 The event implementation is process-global and can be registered only once, so the thread
 is a process-wide singleton (`LibvirtThread.get()`) shared by every driver instance.
 """
@@ -15,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import os
 import queue
 import threading
@@ -24,6 +33,7 @@ from typing import Any, ClassVar, TypeVar
 import libvirt
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # libvirt's default error handler prints every error to stderr; we raise them instead.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -89,6 +99,27 @@ class LibvirtThread:
         except BlockingIOError:
             pass  # the pipe is full of wake-ups already: the thread will drain the queue
         return fut
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> int:
+        """Run `fn()` once on the libvirt thread after `delay` s, from the event loop itself (so
+        never inside a libvirt call or callback in progress); returns a timer id for `cancel`.
+        Callable from any thread (the default event implementation locks and wakes itself)."""
+
+        def fire(timer: int, _opaque: object) -> None:
+            libvirt.virEventRemoveTimeout(timer)  # one-shot
+            try:
+                fn()
+            except Exception:  # a timer has nobody to raise to
+                log.exception("libvirt thread: timed job failed")
+
+        return int(libvirt.virEventAddTimeout(max(0, round(delay * 1000)), fire, None))
+
+    def cancel(self, timer: int) -> None:
+        """Cancel a `call_later` that has not fired yet (a fired one is gone already)."""
+        try:
+            libvirt.virEventRemoveTimeout(timer)
+        except libvirt.libvirtError:
+            pass
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(*args)` on the libvirt thread without blocking the event loop."""
