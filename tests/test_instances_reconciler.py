@@ -9,6 +9,7 @@ import msgspec
 
 from microcloudd.api import instances as api
 from microcloudd.db.records import Instance
+from microcloudd.drivers.compute.types import RESYNC
 from microcloudd.drivers.storage.base import VolumeType
 from microcloudd.services import instance_launch, instance_seed, instances, network_ports
 from microcloudd.services import instance_spec as isp
@@ -143,3 +144,16 @@ async def test_a_pass_asks_libvirt_once_and_still_sees_a_missed_poweroff(cloud: 
     finally:
         for method in ("list_owned", "exists", "state"):
             delattr(compute, method)
+
+
+async def test_a_libvirt_resync_checks_every_instance(cloud: Cloud) -> None:
+    """After the driver reconnects (events of the gap lost), the reconciler passes at once: a
+    guest that powered off meanwhile has its row follow without waiting for the next pass."""
+    assert cloud.compute and cloud.db
+    await instance_launch.launch(cloud, await prepared(cloud, "r1", start=True))
+    reconciler = InstanceReconciler(cloud)
+    await reconciler.run_once()
+    await cloud.compute.stop("r1", force=True)  # no event watcher: as if it happened in the gap
+    assert cloud.db.get(Instance, "r1").status == "Running"
+    await reconciler.on_event(RESYNC)
+    assert cloud.db.get(Instance, "r1").status == "Stopped"

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from microcloudd.api.errors import MicrocloudError
 from microcloudd.db.records import Image, Instance
 from microcloudd.drivers.compute.base import EventSubscription
-from microcloudd.drivers.compute.types import DomainStatus, EventKind, LifecycleEvent, PowerState
+from microcloudd.drivers.compute.types import DomainStatus, EventKind, LifecycleEvent, PowerState, is_resync
 from microcloudd.drivers.storage import naming
 from microcloudd.drivers.storage.base import VolumeType
 from microcloudd.services import instance_autostart as autostart
@@ -259,6 +259,10 @@ class InstanceReconciler:
     async def on_event(self, ev: LifecycleEvent) -> None:
         cloud = self.cloud
         if cloud.db is None:
+            return
+        if is_resync(ev):  # libvirt's connection was lost and is back: events were missed
+            log.info("the libvirt connection is back: checking every instance now")
+            await self.run_once()
             return
         rec = cloud.db.get_or_none(Instance, ev.name)
         if rec is None or rec.location != cloud.server_name or rec.uuid != ev.uuid:

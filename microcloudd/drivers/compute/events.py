@@ -17,7 +17,9 @@ import libvirt
 
 from microcloudd.api.errors import Timeout
 from microcloudd.drivers.compute.base import EventSubscription
+from microcloudd.drivers.compute.types import RESYNC as RESYNC  # re-exported: the driver publishes it
 from microcloudd.drivers.compute.types import EventKind, LifecycleEvent
+from microcloudd.drivers.compute.types import is_resync as is_resync
 
 _KINDS: dict[int, EventKind] = {
     libvirt.VIR_DOMAIN_EVENT_DEFINED: EventKind.DEFINED,
@@ -30,14 +32,6 @@ _KINDS: dict[int, EventKind] = {
     libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: EventKind.PMSUSPENDED,
     libvirt.VIR_DOMAIN_EVENT_CRASHED: EventKind.CRASHED,
 }
-
-
-# Not a libvirt event: "reconnected, events may have been missed" (see the module docstring).
-RESYNC = LifecycleEvent(name="", uuid="", kind=EventKind.UNKNOWN, detail=-1)
-
-
-def is_resync(ev: LifecycleEvent) -> bool:
-    return ev.kind is EventKind.UNKNOWN and not ev.name and not ev.uuid
 
 
 def lifecycle_event(dom: libvirt.virDomain, event: int, detail: int) -> LifecycleEvent:

@@ -140,6 +140,15 @@ class LifecycleEvent:
     detail: int  # libvirt's detail code for the kind (e.g. STOPPED_SHUTDOWN vs STOPPED_DESTROYED)
 
 
+# Not a libvirt event: the driver's connection to libvirtd was lost and is open again, so
+# events were missed and a consumer re-reads what it keeps (drivers/compute/events.py).
+RESYNC = LifecycleEvent(name="", uuid="", kind=EventKind.UNKNOWN, detail=-1)
+
+
+def is_resync(ev: LifecycleEvent) -> bool:
+    return ev.kind is EventKind.UNKNOWN and not ev.name and not ev.uuid
+
+
 @dataclass(frozen=True)
 class LimitsChange:
     """Where a limits update took effect."""
