@@ -127,8 +127,8 @@ class OperationManager:
             for waiter in entry.channels.values():
                 waiter.cancel()  # never connected: nobody waits any more
             entry.done.set()
-            # A finished operation stays listable for KEEP_FINISHED; its task (with coroutine and
-            # context) need not: 500 launches kept ~1.5 MB alive for five minutes.
+            # A finished operation stays listable for `keep_finished`; its task (with coroutine
+            # and context) need not: 500 launches kept ~1.5 MB alive for five minutes.
             entry.task = None
             # Dropped on a timer: an idle daemon does not keep a burst's operations forever.
             asyncio.get_running_loop().call_later(self.keep_finished, self._ops.pop, op.id, None)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from microcloudd.stack import netns
-from microcloudd.stack.layout import Layout
+from microcloudd.stack.layout import NETNS_PREFIX, Layout
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def test_purge_puts_forwarding_back_when_it_was_off(tmp_path: Path, sysctl: Path
     sysctl.write_text("1\n")  # what the NAT uplink does
     netns.note_forwarding(lay)  # a later start: the first setting is kept
     assert lay.forwarding_note.read_text() == "0\n"
-    other = f"{netns.NETNS_PREFIX}t{uuid.uuid4().hex[:8]}"
+    other = f"{NETNS_PREFIX}t{uuid.uuid4().hex[:8]}"
     subprocess.run(["ip", "netns", "add", other], check=True)
     try:  # another microcloud still routes through the host: left on
         assert not netns.restore_forwarding(lay) and sysctl.read_text() == "1\n"

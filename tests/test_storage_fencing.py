@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -43,7 +43,7 @@ _HOLDER = textwrap.dedent("""
 
 
 @pytest.fixture
-def kill_holder(ceph: CephCluster, rbd_pool: str) -> Iterator[object]:
+def kill_holder(ceph: CephCluster, rbd_pool: str) -> Iterator[Callable[[str, Path | None], None]]:
     procs: list[subprocess.Popen[str]] = []
 
     def run(name: str, note: Path | None) -> None:
@@ -64,10 +64,11 @@ def kill_holder(ceph: CephCluster, rbd_pool: str) -> Iterator[object]:
 
 
 async def test_a_killed_clients_watch_is_fenced_on_reconnect(ceph: CephCluster, rbd_pool: str,
-                                                            kill_holder: object, tmp_path: Path) -> None:
+                                                            kill_holder: Callable[[str, Path | None], None],
+                                                            tmp_path: Path) -> None:
     run = kill_holder
     # Without the note: the dead client's watch keeps the volume busy.
-    run("plain", None)  # type: ignore[operator]
+    run("plain", None)
     plain = RBDDriver(ceph.conf_path, ceph.keyring_path, user=ceph.user, owner="test-owner")
     await plain.connect()
     try:
@@ -78,7 +79,7 @@ async def test_a_killed_clients_watch_is_fenced_on_reconnect(ceph: CephCluster, 
 
     # With it: the next connect blocklists the dead client and the delete goes through at once.
     note = tmp_path / "ceph-client.addr"
-    run("fenced", note)  # type: ignore[operator]
+    run("fenced", note)
     dead = note.read_text().strip()
     assert dead.count("/") == 1, dead  # ip:port/nonce of the killed client
     fenced = RBDDriver(ceph.conf_path, ceph.keyring_path, user=ceph.user, owner="test-owner", fence_file=note)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CEPH_BASE_PORT = 3300  # msgr v2 = 3300 as usual; v1 3301, daemons 3302-3399
+NETNS_PREFIX = "microcloud-"  # every member's namespace: microcloud-<tag>
 NB_RAFT_PORT = 6643
 SB_RAFT_PORT = 6645
 
@@ -67,7 +68,7 @@ class Layout:
     # -- the namespace and its link to the host ----------------------------------------
     @property
     def netns(self) -> str:
-        return f"microcloud-{self.tag}"
+        return f"{NETNS_PREFIX}{self.tag}"
 
     @property
     def host_link(self) -> str:  # interface names: at most 15 characters

@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 from microcloudd.drivers.network import host
-from microcloudd.stack.layout import Layout
+from microcloudd.stack.layout import NETNS_PREFIX, Layout
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -48,7 +48,6 @@ def egress_table(lay: Layout) -> str:
 
 
 FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")
-NETNS_PREFIX = "microcloud-"
 
 
 def note_forwarding(lay: Layout) -> None:
@@ -65,17 +64,18 @@ def restore_forwarding(lay: Layout) -> bool:
     if not note.exists():
         return False
     before = note.read_text().strip()
-    others = [n for n in namespaces() if n.startswith(NETNS_PREFIX) and n != lay.netns]
     note.unlink()
-    if before != "0" or others:
+    if before != "0" or other_microclouds(lay):
         return False
     FORWARDING.write_text("0\n")
     return True
 
 
-def namespaces() -> list[str]:
-    out = _ip("netns", "list", check=False).stdout
-    return [line.split()[0] for line in out.splitlines() if line.strip()]
+def other_microclouds(lay: Layout) -> list[str]:
+    """The namespaces of the other microclouds on this host (as `ip netns`, from /run/netns)."""
+    run = Path("/run/netns")
+    names = sorted(p.name for p in run.iterdir()) if run.is_dir() else []
+    return [n for n in names if n.startswith(NETNS_PREFIX) and n != lay.netns]
 
 
 def ensure_egress(lay: Layout) -> None:

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from microcloudd.stack import netns
 from microcloudd.stack.layout import Layout
 from microcloudd.stack.purge import purge
 from tests.fixtures.daemon import REPO, RunningDaemon, start_daemon
@@ -133,12 +134,6 @@ class Member:
         return [int(p) for p in out.split() if int(p) != os.getpid()]
 
 
-def _other_microclouds(mine: str) -> bool:
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return any(line.split()[0].startswith("microcloud-") and line.split()[0] != mine
-               for line in netns.splitlines() if line.strip())
-
-
 @contextlib.contextmanager
 def member(prefix: str = "mc-member-") -> Iterator[Member]:
     base = Path(tempfile.mkdtemp(prefix=prefix))
@@ -154,5 +149,5 @@ def member(prefix: str = "mc-member-") -> Iterator[Member]:
                 os.kill(pid, signal.SIGKILL)
         purge(m.state)
         shutil.rmtree(base, ignore_errors=True)
-        if not _other_microclouds(m.lay.netns):
+        if not netns.other_microclouds(m.lay):
             FORWARD.write_text(forwarding)
