@@ -93,3 +93,18 @@ async def test_a_killed_clients_watch_is_fenced_on_reconnect(ceph: CephCluster, 
     finally:
         await fenced.close()
     assert not note.exists()  # a clean close: nothing to fence next time
+
+
+async def test_a_garbled_note_is_replaced_and_fences_nothing(ceph: CephCluster, tmp_path: Path) -> None:
+    """Bad input: a note that is no client address gets a warning, not a failed connect."""
+    note = tmp_path / "ceph-client.addr"
+    note.write_text("not an address\n")
+    before = ceph.command("osd blocklist ls")
+    driver = RBDDriver(ceph.conf_path, ceph.keyring_path, user=ceph.user, owner="test-owner", fence_file=note)
+    await driver.connect()
+    try:
+        assert note.read_text().strip().count("/") == 1  # our own address now
+        assert ceph.command("osd blocklist ls") == before
+    finally:
+        await driver.close()
+    assert not note.exists()

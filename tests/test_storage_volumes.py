@@ -142,3 +142,12 @@ async def test_volume_bad_input(rbd_driver: RBDDriver, rbd_pool: str, ceph: Ceph
         with pytest.raises(NotFound, match="'ghost'"):
             await call
     assert names(ceph, rbd_pool) == []
+
+
+async def test_volume_names_and_a_missing_pool(rbd_driver: RBDDriver, rbd_pool: str) -> None:
+    await rbd_driver.create_volume(rbd_pool, "data", 8 * MiB)
+    await rbd_driver.create_volume(rbd_pool, "web1", 8 * MiB, type=VolumeType.VM)
+    assert await rbd_driver.volume_names(rbd_pool) == ["data", "web1"]
+    assert await rbd_driver.volume_names(rbd_pool, type=VolumeType.VM) == ["web1"]
+    with pytest.raises(NotFound, match="nopool"):
+        await rbd_driver.volume_names("nopool")
