@@ -21,36 +21,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-import ovs.stream
-from ovs.db import idl as ovs_idl
-from ovsdbapp import exceptions as ovsdbapp_exc
-from ovsdbapp.backend.ovs_idl import connection, transaction
-
 from microcloudd.api.errors import AlreadyExists, Internal, InUse, MicrocloudError, NotFound, Unavailable
 from microcloudd.db.cache import ReplicaCache, Subscription
 from microcloudd.db.commands import Command, Delete, Insert, TxnContext, Update, describe, new_write_id
+from microcloudd.db.jsonrpc import ConnectionLost, RpcError
 from microcloudd.db.records import Record
-from microcloudd.db.replica import Batch, ReplicaIdl
-from microcloudd.db.schema import SCHEMA_PATH
+from microcloudd.db.replica import Replica
+from microcloudd.db.session import Session, ssl_context
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=Record)
 
-# python-ovs doubles its reconnect backoff up to 8 s; after a leader change that stalls
-# clients for seconds. It refuses values under 1 s.
-MAX_BACKOFF_MS = 1000
 # How often a write is re-run after the server refused it for a reason the replica may
 # not have caught up with yet (a key taken by our own earlier, ambiguous attempt).
 _CONSTRAINT_RETRIES = 3
-
-
-class _Txn(transaction.Transaction):
-    def __init__(self, api: Any, conn: connection.Connection, timeout: float, ctx: TxnContext) -> None:
-        super().__init__(api, conn, timeout=timeout, check_error=True, log_errors=False)
-        self.ctx = ctx
-
-    def pre_commit(self, txn: Any) -> None:  # each attempt starts from the replica afresh
-        self.ctx.reset()
 
 
 class Transaction:
@@ -59,19 +43,18 @@ class Transaction:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self.ctx = TxnContext(db.idl)
         self.commands: list[Command] = []
         self._write_id = new_write_id()
 
     def insert(self, record: R, may_exist: bool = False) -> None:
-        self.commands.append(Insert(self.ctx, self._write_id, record, may_exist))
+        self.commands.append(Insert(self._write_id, record, may_exist))
 
     def update(self, cls: type[R], key: Any, /, *, expect: dict[str, Any] | None = None,
                **changes: Any) -> None:
-        self.commands.append(Update(self.ctx, self._write_id, cls, key, changes, expect))
+        self.commands.append(Update(self._write_id, cls, key, changes, expect))
 
     def delete(self, cls: type[R], key: Any, /, *, if_exists: bool = False) -> None:
-        self.commands.append(Delete(self.ctx, self._write_id, cls, key, if_exists))
+        self.commands.append(Delete(self._write_id, cls, key, if_exists))
 
     async def commit(self) -> list[Any]:
         return await self._db._commit(self)
@@ -90,15 +73,27 @@ def _server_error(msg: str) -> MicrocloudError:
         return AlreadyExists(f"the database refused a duplicate: {msg}")
     if "referential integrity violation" in msg:
         return InUse(f"the database refused to remove a row still referenced: {msg}")
-    if "timed out" in msg or "Timeout" in msg:
-        return Unavailable("the cluster database did not confirm the write in time (no leader?)")
     return Internal(f"database error: {msg}")
 
 
+def _outcome(result: list[Any], ctx: TxnContext) -> str | None:
+    """None if the transaction committed; "again" if the replica was out of date (a `wait`
+    failed, or a row to change was gone); the server's error otherwise."""
+    errors = [r for r in result if isinstance(r, dict) and r.get("error")]
+    if not errors and len(result) >= len(ctx.ops):
+        if all(result[i].get("count") == 1 for i in ctx.checks):
+            return None
+        return "again"
+    for r in errors:
+        if r["error"] not in ("timed out", "aborted"):
+            return f"{r['error']}: {r.get('details', '')}".rstrip(": ")
+    return "again"
+
+
 class Database:
-    def __init__(self, idl: ReplicaIdl, conn: connection.Connection, cache: ReplicaCache,
-                 remotes: list[str], timeout: float) -> None:
-        self.idl, self.conn, self.cache = idl, conn, cache
+    def __init__(self, session: Session, cache: ReplicaCache, remotes: list[str], timeout: float) -> None:
+        self.session, self.cache = session, cache
+        self.replica = session.replica
         self.remotes, self.timeout = remotes, timeout
 
     @classmethod
@@ -107,61 +102,33 @@ class Database:
         remotes: str | Sequence[str],
         *,
         write_timeout: float = 10.0,
-        schema_path: Path = SCHEMA_PATH,
         ssl: tuple[Path, Path, Path] | None = None,
         leader_only: bool = True,
         probe_interval_ms: int = 5000,
     ) -> Database:
         """Connect to the database served at `remotes` ("unix:/path", "tcp:ip:port", "ssl:...",
         any member of the cluster) and wait for the first full copy of it.
-        `ssl` = (private key, certificate, CA certificate), process-wide as python-ovs has it."""
+        `ssl` = (private key, certificate, CA certificate)."""
         remote_list = [remotes] if isinstance(remotes, str) else list(remotes)
         remote_list = [r.strip() for part in remote_list for r in part.split(",") if r.strip()]
         if not remote_list:
             raise Unavailable("no address of the cluster database given")
-        loop = asyncio.get_running_loop()
         cache = ReplicaCache()
-
-        def deliver(batch: Batch) -> None:
-            try:
-                loop.call_soon_threadsafe(cache.apply, batch)
-            except RuntimeError:  # the loop is closed: we are shutting down
-                pass
-
-        def open_connection() -> tuple[ReplicaIdl, connection.Connection]:
-            if ssl:
-                key, cert, ca = ssl
-                ovs.stream.Stream.ssl_set_private_key_file(str(key))
-                ovs.stream.Stream.ssl_set_certificate_file(str(cert))
-                ovs.stream.Stream.ssl_set_ca_cert_file(str(ca))
-            helper = ovs_idl.SchemaHelper(location=str(schema_path))
-            helper.register_all()
-            idl = ReplicaIdl(",".join(remote_list), helper, deliver, leader_only=leader_only,
-                             probe_interval=probe_interval_ms)
-            reconnect = idl._session.reconnect
-            reconnect.set_backoff(1000, MAX_BACKOFF_MS)
-            reconnect.set_backoff_free_tries(len(remote_list))
-            conn = connection.Connection(idl, write_timeout)
-            try:
-                conn.start()
-            except ovsdbapp_exc.TimeoutException as e:
-                conn.stop(1)
-                idl.close()
-                raise Unavailable(f"cannot reach the cluster database at {', '.join(remote_list)} "
-                                  f"within {write_timeout:.0f}s") from e
-            return idl, conn
-
-        idl, conn = await asyncio.to_thread(open_connection)
-        db = cls(idl, conn, cache, remote_list, write_timeout)
+        ctx = ssl_context(*(str(p) for p in ssl)) if ssl else None
+        session = Session(remote_list, Replica(), cache.apply, leader_only=leader_only,
+                          ssl_context=ctx, probe_interval=probe_interval_ms / 1000)
+        session.start()
+        db = cls(session, cache, remote_list, write_timeout)
         try:
-            await asyncio.wait_for(cache.synced.wait(), write_timeout)
+            await session.wait_ready(write_timeout)
         except TimeoutError as e:
             await db.close()
-            raise Unavailable("the cluster database connected but sent no data") from e
+            raise Unavailable(f"cannot reach the cluster database at {', '.join(remote_list)} "
+                              f"within {write_timeout:.0f}s ({session.last_error})") from e
         return db
 
     async def close(self) -> None:
-        await asyncio.to_thread(self.conn.stop, 5)
+        await self.session.close()
         self.cache.close()
 
     # ---- reads: the local replica, on the loop ----
@@ -217,43 +184,55 @@ class Database:
         txn.delete(cls, key, if_exists=if_exists)
         await txn.commit()
 
-    async def _commit(self, txn: Transaction) -> list[Any]:
-        result, flushed = await asyncio.to_thread(self._commit_blocking, txn)
-        # Our own change reaches the cache before the reply does (same thread, FIFO); this only
-        # guards that ordering.
-        for _ in range(1000):
-            if self.cache.applied >= flushed:
-                break
-            await asyncio.sleep(0.001)
-        return result
-
-    def _commit_blocking(self, t: Transaction) -> tuple[list[Any], int]:
+    async def _commit(self, t: Transaction) -> list[Any]:
         deadline = time.monotonic() + self.timeout
         refused = 0
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise Unavailable("the cluster database did not confirm the write "
-                                  f"within {self.timeout:.0f}s")
-            txn = _Txn(self, self.conn, remaining, t.ctx)
-            for c in t.commands:
-                txn.add(c)
             try:
-                result = txn.commit()
-                return [c.result for c in t.commands] if result is not None else [], self.idl.flushes
-            except MicrocloudError:
-                raise
-            except (ovsdbapp_exc.TimeoutException, RuntimeError) as e:
-                err = _server_error(str(e))
-                if isinstance(err, (AlreadyExists, InUse)):
-                    refused += 1
-                    if refused > _CONSTRAINT_RETRIES:
-                        raise err from e
-                elif not isinstance(err, Unavailable):
-                    raise err from e
+                if remaining <= 0:
+                    raise TimeoutError
+                await self.session.wait_ready(remaining)
+                ctx = TxnContext(self.replica)
+                for c in t.commands:
+                    c.run(ctx)
+                if not ctx.ops:  # everything landed already
+                    return [c.result for c in t.commands]
+                version = self.replica.version
+                result = await asyncio.wait_for(self.session.transact(ctx.ops), remaining)
+            except TimeoutError as e:
+                raise Unavailable("the cluster database did not confirm the write "
+                                  f"within {self.timeout:.0f}s ({self.session.last_error})") from e
+            except (ConnectionLost, RpcError) as e:
+                # The write may have landed: the next attempt, on the resynced replica, finds
+                # its write id (deletes then find nothing, which is fine).
                 log.info("retrying a database write after: %s", e)
-            # The earlier attempt may have landed: deletes then find nothing, which is fine.
-            for c in t.commands:
-                if isinstance(c, Delete):
-                    c.retrying = True
-            time.sleep(0.1)
+                for c in t.commands:
+                    if isinstance(c, Delete):
+                        c.retrying = True
+                await asyncio.sleep(0.05)
+                continue
+            error = _outcome(result, ctx)
+            if error is None:
+                await self._seen(ctx, result, version)
+                return [c.result for c in t.commands]
+            if error != "again":
+                err = _server_error(error)
+                refused += 1
+                if not isinstance(err, (AlreadyExists, InUse)) or refused > _CONSTRAINT_RETRIES:
+                    raise err
+                log.info("retrying a database write after: %s", error)
+            # The replica was behind the server: wait for it to move, then build again.
+            if self.replica.version == version:
+                await self.session.wait_change(min(0.1, max(0.0, deadline - time.monotonic())))
+
+    async def _seen(self, ctx: TxnContext, result: list[Any], version: int) -> None:
+        """ovsdb-server sends a transaction's row updates before its reply; make sure of it, so
+        a write awaited on the loop is visible in the cache when it returns."""
+        inserted = [(op["table"], result[i]["uuid"][1]) for i, op in enumerate(ctx.ops)
+                    if op["op"] == "insert"]
+        for _ in range(100):
+            if self.replica.version > version and all(
+                    u in self.replica.by_uuid[table] for table, u in inserted):
+                return
+            await self.session.wait_change(0.01)

@@ -67,7 +67,7 @@ class DatabaseService:
         return converted
 
     async def connect(self, write_timeout: float = 10.0) -> Database:
-        return await Database.connect(self.remote, write_timeout=write_timeout, schema_path=self.schema_path)
+        return await Database.connect(self.remote, write_timeout=write_timeout)
 
     async def stop(self) -> None:
         await self.supervisor.stop(COMPONENT)
