@@ -61,8 +61,38 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
     return el
 
 
+def guest_ceph_conf(mount_timeout: int = 30, op_timeout: int = 60) -> str:
+    """A ceph.conf for QEMU's RBD client (`<config file=...>` of every RBD disk, see
+    `set_rbd_config`): without it librados waits client_mount_timeout (300 s) for a monitor that
+    does not answer, and the guest start (virDomainCreate) blocks that long. The monitors come
+    from the disk's <host> elements; with a config file QEMU reads no other ceph.conf."""
+    return "\n".join([
+        "[global]",
+        f"client_mount_timeout = {mount_timeout}",
+        f"rados_mon_op_timeout = {op_timeout}",
+        "",
+    ])
+
+
+def set_rbd_config(root: ET.Element, conf: Path) -> bool:
+    """Give every RBD disk source under `root` (a domain or one disk) `<config file=conf>`;
+    True if anything changed."""
+    changed = False
+    for src in root.iter("source"):
+        if src.get("protocol") != "rbd":
+            continue
+        el = src.find("config")
+        if el is None:
+            el = _sub(src, "config")
+        if el.get("file") != str(conf):
+            el.attrib = {"file": str(conf)}
+            changed = True
+    return changed
+
+
 def rbd_disk_element(img: RbdImage, target: str, *, bus: DiskBus = DiskBus.VIRTIO, device: str = "disk",
-                     readonly: bool = False, boot_order: int | None = None) -> ET.Element:
+                     readonly: bool = False, boot_order: int | None = None,
+                     ceph_conf: Path | None = None) -> ET.Element:
     disk = ET.Element("disk", {"type": "network", "device": device})
     drv = {"name": "qemu", "type": "raw"}
     if device == "disk":
@@ -71,6 +101,8 @@ def rbd_disk_element(img: RbdImage, target: str, *, bus: DiskBus = DiskBus.VIRTI
     src = _sub(disk, "source", protocol="rbd", name=f"{img.pool}/{img.image}")
     for mon in img.monitors:
         _sub(src, "host", name=mon.host, port=str(mon.port))
+    if ceph_conf is not None:
+        _sub(src, "config", file=str(ceph_conf))
     auth = _sub(disk, "auth", username=img.user)
     _sub(auth, "secret", type="ceph", uuid=img.secret_uuid)
     _sub(disk, "target", dev=target, bus=str(bus))
@@ -81,8 +113,8 @@ def rbd_disk_element(img: RbdImage, target: str, *, bus: DiskBus = DiskBus.VIRTI
     return disk
 
 
-def disk_element(disk: Disk, target: str) -> ET.Element:
-    return rbd_disk_element(disk.source, target, bus=disk.bus, readonly=disk.readonly)
+def disk_element(disk: Disk, target: str, ceph_conf: Path | None = None) -> ET.Element:
+    return rbd_disk_element(disk.source, target, bus=disk.bus, readonly=disk.readonly, ceph_conf=ceph_conf)
 
 
 NIC_ALIAS_PREFIX = "ua-"  # libvirt keeps user aliases ("ua-...") in the persistent definition
@@ -137,8 +169,10 @@ def next_disk_target(used: set[str], prefix: str = "vd") -> str:
     raise InvalidArgument("no free disk device name left (vdb..vdz are all in use)")
 
 
-def build_domain_xml(spec: DomainSpec, owner: str, virt_type: str | None = None) -> str:
-    """The persistent definition of `spec`. Call validate.check_spec first."""
+def build_domain_xml(spec: DomainSpec, owner: str, virt_type: str | None = None,
+                     ceph_conf: Path | None = None) -> str:
+    """The persistent definition of `spec`. Call validate.check_spec first. `ceph_conf`: the
+    config file of QEMU's RBD client (see guest_ceph_conf)."""
     dom = ET.Element("domain", {"type": virt_type or host_virt_type()})
     _sub(dom, "name", spec.name)
     _sub(dom, "uuid", spec.uuid)
@@ -159,14 +193,15 @@ def build_domain_xml(spec: DomainSpec, owner: str, virt_type: str | None = None)
     _sub(dom, "on_reboot", "restart")
     _sub(dom, "on_crash", "destroy")
     dev = _sub(dom, "devices")
-    dev.append(rbd_disk_element(spec.root, ROOT_TARGET, boot_order=1))
+    dev.append(rbd_disk_element(spec.root, ROOT_TARGET, boot_order=1, ceph_conf=ceph_conf))
     used = {ROOT_TARGET}
     for disk in spec.disks:
         target = disk.target or next_disk_target(used | {d.target for d in spec.disks if d.target})
         used.add(target)
-        dev.append(disk_element(disk, target))
+        dev.append(disk_element(disk, target, ceph_conf))
     if spec.seed is not None:
-        dev.append(rbd_disk_element(spec.seed, SEED_TARGET, bus=DiskBus.IDE, device="cdrom", readonly=True))
+        dev.append(rbd_disk_element(spec.seed, SEED_TARGET, bus=DiskBus.IDE, device="cdrom", readonly=True,
+                                    ceph_conf=ceph_conf))
     for nic in spec.nics:
         dev.append(nic_element(nic))
     _console_elements(dev, spec.console_log)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import functools
 import logging
 import threading
@@ -29,6 +30,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import libvirt
@@ -127,12 +129,14 @@ class LibvirtDriver(ComputeDriver):
     """
 
     def __init__(self, lt: LibvirtThread, conn: libvirt.virConnect, uri: str, owner: str,
-                 virt_type: str, reconnect_wait: float = DEFAULT_RECONNECT_WAIT) -> None:
+                 virt_type: str, reconnect_wait: float = DEFAULT_RECONNECT_WAIT,
+                 guest_ceph_conf: Path | None = None) -> None:
         self._lt = lt
         self._uri = uri
         self.owner = owner
         self.virt_type = virt_type
         self.reconnect_wait = reconnect_wait
+        self.guest_ceph_conf = guest_ceph_conf
         self._hub = EventHub()
         self._known: dict[str, _Known] = {}  # by domain UUID; libvirt thread only
         # The connection: written on the libvirt thread only; `_alive`, `_closed` and
@@ -151,9 +155,12 @@ class LibvirtDriver(ComputeDriver):
 
     @classmethod
     async def connect(cls, uri: str, owner: str, *, virt_type: str | None = None,
-                      reconnect_wait: float = DEFAULT_RECONNECT_WAIT) -> LibvirtDriver:
+                      reconnect_wait: float = DEFAULT_RECONNECT_WAIT,
+                      guest_ceph_conf: Path | None = None) -> LibvirtDriver:
         """`owner` tags every domain we define (e.g. the cluster member's name);
-        `reconnect_wait`: how long a call waits for a lost connection to come back."""
+        `reconnect_wait`: how long a call waits for a lost connection to come back;
+        `guest_ceph_conf`: a ceph.conf for QEMU's RBD client (domain_xml.guest_ceph_conf, bounded
+        Ceph timeouts) every RBD disk is given, readable by QEMU at that path."""
         if not owner or any(c in owner for c in "<>&\"'"):
             raise InvalidArgument(f"invalid compute owner tag {owner!r}")
         if reconnect_wait < 0:
@@ -167,7 +174,7 @@ class LibvirtDriver(ComputeDriver):
                 raise Unavailable(f"cannot connect to libvirt at {uri}: {e.get_error_message()}") from None
 
         conn = await lt.call(open_conn)
-        drv = cls(lt, conn, uri, owner, virt_type or dx.host_virt_type(), reconnect_wait)
+        drv = cls(lt, conn, uri, owner, virt_type or dx.host_virt_type(), reconnect_wait, guest_ceph_conf)
         try:
             await lt.call(drv._register_events, conn)
         except libvirt.libvirtError as e:
@@ -214,20 +221,20 @@ class LibvirtDriver(ComputeDriver):
         self._lost(conn, _CLOSE_REASONS.get(reason, f"the connection closed (reason {reason})"))
 
     def _lost(self, conn: libvirt.virConnect, why: str) -> None:
-        """libvirt thread; may run inside a libvirt call (the close callback does), so the
-        connection is dropped later, from a timer of the event loop, not here."""
+        """Any thread; may run inside a libvirt call (the close callback
+        does), so the connection is dropped later, from a timer on the libvirt thread."""
         with self._lock:
             if conn is not self._conn or not self._alive or self._closed:
                 return
             self._alive = False
             self._lost_at, self._why = time.monotonic(), why
-        self._known.clear()
         log.warning("lost the connection to libvirt at %s (%s): reconnecting", self._uri, why)
         self._teardown_timer = self._lt.call_later(0, self._teardown)
 
     def _teardown(self) -> None:
         """libvirt thread, from a timer: drop the dead connection, start reconnecting."""
         self._teardown_timer = None
+        self._known.clear()
         conn, self._conn = self._conn, None
         if conn is not None:
             self._drop(conn)
@@ -465,7 +472,7 @@ class LibvirtDriver(ComputeDriver):
                 self._forget(dom)
         return out
 
-    def _redefine(self, dom: libvirt.virDomain, edit: Callable[[ET.Element], None]) -> None:
+    def _redefine(self, dom: libvirt.virDomain, edit: Callable[[ET.Element], object]) -> None:
         """Rewrite the persistent definition: applies at the next start, on any driver."""
         root = ET.fromstring(dom.XMLDesc(_INACTIVE))
         edit(root)
@@ -475,7 +482,7 @@ class LibvirtDriver(ComputeDriver):
     # -- definition ------------------------------------------------------------------------
     async def define(self, spec: DomainSpec, *, may_exist: bool = True) -> ParsedDomain:
         validate.check_spec(spec)
-        xml = dx.build_domain_xml(spec, self.owner, self.virt_type)
+        xml = dx.build_domain_xml(spec, self.owner, self.virt_type, self.guest_ceph_conf)
         return await self._run(f"define instance {spec.instance!r}", self._define_sync, spec, xml, may_exist)
 
     def _define_sync(self, spec: DomainSpec, xml: str, may_exist: bool) -> ParsedDomain:
@@ -548,13 +555,53 @@ class LibvirtDriver(ComputeDriver):
 
     # -- power -----------------------------------------------------------------------------
     async def start(self, name: str) -> None:
-        def start_sync() -> None:
+        action = f"start instance {name!r}"
+
+        def prepare() -> libvirt.virDomain:
             dom = self._owned(name)
             if dom.isActive():
                 raise Conflict(f"instance {name!r} is already running")
-            dom.create()
+            conf = self.guest_ceph_conf
+            if conf is not None and dx.set_rbd_config(ET.fromstring(dom.XMLDesc(_INACTIVE)), conf):
+                self._redefine(dom, lambda root: dx.set_rbd_config(root, conf))  # defined before it was set
+            return dom
 
-        await self._run(f"start instance {name!r}", start_sync)
+        uuid = await self._run(action, lambda: prepare().UUIDString())
+        # QEMU opens its RBD disks before libvirt's create returns: with Ceph unreachable that
+        # takes up to the guest ceph.conf's client_mount_timeout (300 s without one). So the
+        # call runs off the libvirt thread, on a connection of its own (sharing the main one
+        # between threads delayed other calls by up to a keepalive interval, measured), and the
+        # driver's other calls go on meanwhile.
+        await self._run_long(action, lambda dom: dom.create(), uuid)
+
+    async def _run_long(self, action: str, fn: Callable[[libvirt.virDomain], T], uuid: str) -> T:
+        """`fn(domain)` on a libvirt-long thread over a short-lived connection of its own; errors
+        translated as `_run`'s (a broken connection: Unavailable, it may have taken effect)."""
+        await self._wait_connected(action, time.monotonic() + self.reconnect_wait)
+
+        def job() -> T:
+            try:
+                conn = libvirt.open(self._uri)
+            except libvirt.libvirtError as e:
+                raise Unavailable(f"cannot {action}: cannot connect to libvirt at {self._uri}: "
+                                  f"{(e.get_error_message() or str(e)).strip()}", uri=self._uri) from None
+            try:
+                return fn(conn.lookupByUUIDString(uuid))
+            except libvirt.libvirtError as e:
+                alive = False
+                with contextlib.suppress(libvirt.libvirtError):
+                    alive = bool(conn.isAlive())
+                if alive:
+                    raise translate(e, action) from None
+                why = (e.get_error_message() or str(e)).strip()
+                raise Unavailable(f"cannot {action}: the connection to libvirt at {self._uri} broke "
+                                  f"during the call ({why}); it may or may not have taken effect",
+                                  uri=self._uri) from None
+            finally:
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.close()
+
+        return await asyncio.wrap_future(self._lt.call_long(job))
 
     async def stop(self, name: str, *, force: bool = False, grace: float = 30.0) -> bool:
         if grace < 0:
@@ -736,7 +783,7 @@ class LibvirtDriver(ComputeDriver):
         target = disk.target or dx.next_disk_target(used)
         if disk.target in persistent or disk.target in live:
             raise Conflict(f"device {disk.target} of instance {name!r} is used by another disk")
-        xml = dx.to_xml(dx.disk_element(disk, target))
+        xml = dx.to_xml(dx.disk_element(disk, target, self.guest_ceph_conf))
         if active:
             dom.attachDeviceFlags(xml, _LIVE)
         try:

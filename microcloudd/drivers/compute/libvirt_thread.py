@@ -12,6 +12,11 @@ One exception: a LibvirtDriver that lost its connection reopens it from a short-
 answer (starting up, or stuck) blocks without a timeout. That thread only opens connections
 (libvirt's default event implementation, which the new socket registers with, is thread-safe;
 libvirtaio is not used here); the callbacks are registered on this thread.
+A second exception: calls that may block for minutes inside libvirtd (a guest start waits for
+QEMU, which waits for its RBD disks' Ceph monitors) run through `call_long` on a small pool of
+"libvirt-long" threads, each over a short-lived connection of its own (no callbacks on it), so
+they do not hold up every other call of the process. (Sharing a connection between this thread
+and another delayed this thread's calls by up to a keepalive interval: measured.)
 `call_later` runs a job from a timer of the event loop: after the libvirt call or callback in
 progress (the close callback may run inside a failing call), never inside it.
 
@@ -34,6 +39,7 @@ import libvirt
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+_LONG_WORKERS = 4  # guest starts in flight at once (more wait their turn, not the other calls)
 
 # libvirt's default error handler prints every error to stderr; we raise them instead.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -58,6 +64,7 @@ class LibvirtThread:
         os.set_blocking(self._wake_w, False)
         libvirt.virEventRegisterDefaultImpl()
         libvirt.virEventAddHandle(self._wake_r, libvirt.VIR_EVENT_HANDLE_READABLE, self._on_wake, None)
+        self._long = concurrent.futures.ThreadPoolExecutor(_LONG_WORKERS, thread_name_prefix="libvirt-long")
         self._thread = threading.Thread(target=self._run, name="libvirt", daemon=True)
         self._thread.start()
 
@@ -120,6 +127,10 @@ class LibvirtThread:
             libvirt.virEventRemoveTimeout(timer)
         except libvirt.libvirtError:
             pass
+
+    def call_long(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Run `fn()` on a "libvirt-long" thread (see the module docstring)."""
+        return self._long.submit(fn)
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(*args)` on the libvirt thread without blocking the event loop."""
