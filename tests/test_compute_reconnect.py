@@ -6,7 +6,9 @@ with Unavailable within the driver's bound instead of hanging; nothing is left b
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -16,8 +18,8 @@ import pytest
 from microcloudd.api.errors import Unavailable
 from microcloudd.drivers.compute.events import Subscription, is_resync
 from microcloudd.drivers.compute.libvirt import LibvirtDriver
-from microcloudd.drivers.compute.types import EventKind, LifecycleEvent
-from tests.fixtures.libvirt import PrivateLibvirtd, make_spec, running_libvirtd, unique
+from microcloudd.drivers.compute.types import EventKind, LifecycleEvent, PowerState
+from tests.fixtures.libvirt import TEST_URI, PrivateLibvirtd, make_spec, running_libvirtd, unique
 
 WAIT = 1.0  # the driver's reconnect_wait in these tests
 
@@ -61,7 +63,7 @@ async def test_driver_carries_on_after_libvirtd_is_killed_and_restarted(lvd: Pri
             await asyncio.to_thread(lvd.kill)
 
             # down: a read and a write each fail with Unavailable within the bound, no hang
-            for call in (drv.list_owned(), drv.define(make_spec())):
+            for call in (drv.list_owned(), drv.define(make_spec()), drv.start(first.name)):
                 t0 = time.monotonic()
                 with pytest.raises(Unavailable, match="unreachable") as err:
                     await asyncio.wait_for(call, WAIT + 3)
@@ -120,3 +122,31 @@ async def test_close_while_libvirtd_is_down_stops_reconnecting(lvd: PrivateLibvi
     assert await asyncio.to_thread(clients, lvd) == 0
     with pytest.raises(Unavailable, match="driver is closed"):
         await drv.list_owned()
+
+
+async def test_a_start_whose_own_connection_does_not_answer_fails_unavailable() -> None:
+    """A guest start runs on a connection of its own (drivers/compute/libvirt.py, _run_long). A
+    libvirtd that accepts that connection but does not answer (starting up, stuck) must not
+    hang the start: Unavailable after the driver's bound, and the blocked open is let go."""
+    drv = await LibvirtDriver.connect(TEST_URI, owner=unique("rc-owner"), reconnect_wait=0.5)
+    with tempfile.TemporaryDirectory(prefix="mc-mute-", dir="/tmp") as tmp, \
+            socket.socket(socket.AF_UNIX) as mute:
+        mute.bind(f"{tmp}/sock")
+        mute.listen(8)  # the kernel accepts; nobody ever answers
+        try:
+            spec = make_spec()
+            await drv.define(spec)
+            drv._uri = f"qemu:///system?socket={tmp}/sock"  # only the start's own connection goes there
+            t0 = time.monotonic()
+            with pytest.raises(Unavailable, match="does not answer") as err:
+                await asyncio.wait_for(drv.start(spec.name), 20)
+            took = time.monotonic() - t0
+            assert 4 < took < 10, f"Unavailable after {took:.1f} s"  # the floor: 5 s + 1 s grace
+            assert tmp in str(err.value)
+            drv._uri = TEST_URI
+            assert (await drv.state(spec.name)).state is PowerState.STOPPED
+            await drv.undefine(spec.name)
+        finally:
+            drv._uri = TEST_URI
+            mute.close()  # the abandoned open fails now and its long thread is free again
+            await drv.close()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import contextlib
 import functools
 import logging
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 DEFAULT_RECONNECT_WAIT = 10.0  # s a call waits for a lost libvirt connection to come back
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 2.0  # s between attempts to reopen it
 _JOIN_WAIT = 5.0  # s close() waits for the reconnect thread
+_OPEN_FLOOR = 5.0  # s at least that a guest start's own connection may take to open (see _run_long)
 _CLOSE_REASONS = {
     libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "I/O error on the connection",
     libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "libvirtd closed the connection (exited?)",
@@ -576,16 +578,32 @@ class LibvirtDriver(ComputeDriver):
 
     async def _run_long(self, action: str, fn: Callable[[libvirt.virDomain], T], uuid: str) -> T:
         """`fn(domain)` on a libvirt-long thread over a short-lived connection of its own; errors
-        translated as `_run`'s (a broken connection: Unavailable, it may have taken effect)."""
+        translated as `_run`'s. While libvirtd is down or restarting this fails with Unavailable
+        instead of hanging: the connection is opened (retried while refused) for at most
+        max(reconnect_wait, _OPEN_FLOOR) s once a long thread is free (waiting for a free one
+        is not bounded: starts queue behind each other, not behind other calls), and an open
+        still blocked then (a libvirtd that accepts but does not answer yet) is abandoned: its
+        connection is closed when it comes. Once `fn` runs, the connection's keepalive (as the
+        main one's) notices a dead or stuck libvirtd; a connection that breaks under `fn`:
+        Unavailable, it may or may not have taken effect."""
         await self._wait_connected(action, time.monotonic() + self.reconnect_wait)
+        open_wait = max(self.reconnect_wait, _OPEN_FLOOR)
+        started: concurrent.futures.Future[None] = concurrent.futures.Future()
+        opened: concurrent.futures.Future[None] = concurrent.futures.Future()
+        gave_up = threading.Event()
+        handoff = threading.Lock()  # `opened` set xor `gave_up` set
 
         def job() -> T:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):  # caller cancelled
+                started.set_result(None)
+            conn = self._open_short(action, time.monotonic() + open_wait, gave_up)
             try:
-                conn = libvirt.open(self._uri)
-            except libvirt.libvirtError as e:
-                raise Unavailable(f"cannot {action}: cannot connect to libvirt at {self._uri}: "
-                                  f"{(e.get_error_message() or str(e)).strip()}", uri=self._uri) from None
-            try:
+                with handoff:
+                    if gave_up.is_set():
+                        raise self._unavailable(action)  # nobody reads it
+                    opened.set_result(None)
+                if self._closed:
+                    raise self._unavailable(action)
                 return fn(conn.lookupByUUIDString(uuid))
             except libvirt.libvirtError as e:
                 alive = False
@@ -601,7 +619,45 @@ class LibvirtDriver(ComputeDriver):
                 with contextlib.suppress(libvirt.libvirtError):
                     conn.close()
 
-        return await asyncio.wrap_future(self._lt.call_long(job))
+        result = self._lt.call_long(job)
+        result_w, opened_w = asyncio.wrap_future(result), asyncio.wrap_future(opened)
+        try:
+            await asyncio.wrap_future(started)
+            # the job's own retries end at open_wait: the grace lets its reason arrive first
+            either: list[asyncio.Future[Any]] = [opened_w, result_w]
+            await asyncio.wait(either, timeout=open_wait + 1.0,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            with handoff:
+                if not opened.done():
+                    gave_up.set()
+            if gave_up.is_set():
+                result.cancel()  # still queued (we were cancelled): never runs
+                if not result_w.done():  # else its outcome is raised below
+                    result_w.add_done_callback(lambda f: f.cancelled() or f.exception())  # nobody awaits it
+        if gave_up.is_set() and not result_w.done():
+            raise Unavailable(f"cannot {action}: libvirt at {self._uri} accepts connections but does not "
+                              f"answer them (for {open_wait:.1f} s)", uri=self._uri)
+        return await result_w
+
+    def _open_short(self, action: str, deadline: float, gave_up: threading.Event) -> libvirt.virConnect:
+        """A libvirt-long thread: `_run_long`'s connection, with the main one's keepalive; retried
+        with the reconnect backoff while refused (libvirtd restarting) until `deadline`."""
+        backoff = _BACKOFF_FIRST
+        while True:
+            try:
+                conn = libvirt.open(self._uri)
+            except libvirt.libvirtError as e:
+                why = (e.get_error_message() or str(e)).strip()
+                if gave_up.is_set() or time.monotonic() + backoff > deadline:
+                    raise Unavailable(f"cannot {action}: cannot connect to libvirt at {self._uri}: {why}",
+                                      uri=self._uri) from None
+                gave_up.wait(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+                continue
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.setKeepAlive(5, 3)  # a dead or stuck libvirtd fails the call in ~20 s
+            return conn
 
     async def stop(self, name: str, *, force: bool = False, grace: float = 30.0) -> bool:
         if grace < 0:
