@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from microcloudd.api.errors import MicrocloudError
 from microcloudd.services.cloud import Cloud
+from microcloudd.stack import guest_ceph
 
 if TYPE_CHECKING:
     from microcloudd.stack.components import LocalStack
@@ -53,7 +54,9 @@ async def connect(cloud: Cloud, stack: LocalStack, secret_uuid: str) -> None:
     if cloud.network is None:
         cloud.network = await OvnNetworkDriver.connect(stack.central.nb_remote, owner)
     if cloud.compute is None:
-        compute = await LibvirtDriver.connect(stack.libvirt_uri, owner)
+        conf = await asyncio.to_thread(guest_ceph.write, stack.lay, access.mon_host,
+                                       host_libvirt=stack.host_libvirt)
+        compute = await LibvirtDriver.connect(stack.libvirt_uri, owner, guest_ceph_conf=conf)
         if stack.host_libvirt:  # its QEMU is outside our namespace: NICs through veths
             from microcloudd.drivers.compute.host_nic import HostNicCompute, HostNics
 

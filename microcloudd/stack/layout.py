@@ -65,6 +65,13 @@ class Layout:
         in the state dir itself, as the Ceph in use may be another machine's."""
         return self.state_dir / "ceph-client.addr"
 
+    @property
+    def guest_ceph_conf(self) -> Path:
+        """The ceph.conf QEMU's RBD client reads (stack/guest_ceph.py): QEMU opens it itself,
+        so it must be the same path in libvirtd's mount namespace and readable by a host
+        libvirtd's unprivileged QEMU."""
+        return self.state_dir / "guest" / "ceph.conf"
+
     # -- the namespace and its link to the host ----------------------------------------
     @property
     def netns(self) -> str:

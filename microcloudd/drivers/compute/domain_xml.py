@@ -61,15 +61,22 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
     return el
 
 
-def guest_ceph_conf(mount_timeout: int = 30, op_timeout: int = 60) -> str:
+def guest_ceph_conf(mount_timeout: int = 30, op_timeout: int = 60, mon_host: str = "") -> str:
     """A ceph.conf for QEMU's RBD client (`<config file=...>` of every RBD disk, see
     `set_rbd_config`): without it librados waits client_mount_timeout (300 s) for a monitor that
-    does not answer, and the guest start (virDomainCreate) blocks that long. The monitors come
-    from the disk's <host> elements; with a config file QEMU reads no other ceph.conf."""
+    does not answer, and the guest start (virDomainCreate) blocks that long. With a config file
+    QEMU reads no other ceph.conf. The monitors QEMU uses are the disk's <host> elements (libvirt
+    passes them as mon_host, over the file's); `mon_host` ("IP:PORT[,IP:PORT...]") is written
+    too, so the file names the cluster it is for."""
+    lines = ["[global]"]
+    if mon_host:
+        if any(c in mon_host for c in "\n\r#;"):  # one line, no comment
+            raise InvalidArgument(f"invalid Ceph monitor address list {mon_host!r}")
+        lines.append(f"mon_host = {mon_host}")
     return "\n".join([
-        "[global]",
-        f"client_mount_timeout = {mount_timeout}",
-        f"rados_mon_op_timeout = {op_timeout}",
+        *lines,
+        f"client_mount_timeout = {int(mount_timeout)}",
+        f"rados_mon_op_timeout = {int(op_timeout)}",
         "",
     ])
 
