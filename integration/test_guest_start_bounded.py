@@ -7,12 +7,17 @@ listens on, so librados inside QEMU retries until its client_mount_timeout.
   QEMU's "error connecting" in the message; meanwhile list/state of the same driver answer.
 - Without it (the 300 s default) other calls still answer while the start hangs, and a forced
   stop kills the stuck QEMU, which ends the start.
+- A start in flight when libvirtd dies fails at once with Unavailable (its own connection
+  broke), a start while libvirtd is down fails within the driver's bound, and the driver
+  carries on once libvirtd is back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -21,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from microcloudd.api.errors import MicrocloudError
+from microcloudd.api.errors import MicrocloudError, Unavailable
 from microcloudd.drivers.compute import domain_xml as dx
 from microcloudd.drivers.compute.libvirt import LibvirtDriver
 from microcloudd.drivers.compute.types import CephMonitor, PowerState
@@ -120,3 +125,44 @@ async def test_other_calls_go_on_while_a_start_hangs_and_a_forced_stop_ends_it(l
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(drv.stop(spec.name, force=True), 20)
         await drv.close()
+
+
+def qemu_pids(name: str) -> list[int]:
+    """QEMU processes of domain `name` (unique per test), by their command line."""
+    out = subprocess.run(["pgrep", "-f", f"guest={name},"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+async def test_a_start_in_flight_when_libvirtd_dies_fails_unavailable_and_the_driver_carries_on(
+        lvd: PrivateLibvirtd) -> None:
+    drv = await driver(lvd, None)  # no guest ceph.conf: the start would hang for 300 s
+    drv.reconnect_wait = 2.0
+    spec = make_spec(root=rbd_image("img", mon=CephMonitor("127.0.0.1", dead_port())), seed=None, nics=())
+    try:
+        await drv.define(spec)
+        start = asyncio.create_task(drv.start(spec.name))
+        await asyncio.sleep(2)
+        assert not start.done()  # QEMU is waiting for the monitor
+        t0 = time.monotonic()
+        await asyncio.to_thread(lvd.kill)
+        with pytest.raises(Unavailable, match="broke during the call"):
+            await asyncio.wait_for(start, 10)
+        assert time.monotonic() - t0 < 5, "the start did not notice libvirtd's death at once"
+        # down: a new start fails within the driver's bound, not hangs
+        t1 = time.monotonic()
+        with pytest.raises(Unavailable):
+            await asyncio.wait_for(drv.start(spec.name), 15)
+        assert time.monotonic() - t1 < drv.reconnect_wait + 2
+        for pid in qemu_pids(spec.name):  # libvirtd left the half-started QEMU behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        await asyncio.to_thread(lvd.start)
+        # the same driver, reconnected: the domain is there and stopped
+        st = await asyncio.wait_for(drv.state(spec.name), 30)
+        assert st.state is PowerState.STOPPED
+        await drv.undefine(spec.name, force=True)
+    finally:
+        await drv.close()
+        for pid in qemu_pids(spec.name):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
