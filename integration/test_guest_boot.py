@@ -2,7 +2,9 @@
 in real Ceph, its NIC on br-int bound to an OVN logical switch port with DHCP. The test reads
 the seed's instance-id and the DHCP lease from the serial log, fetches http://LEASE/ from a
 namespace port on the same switch, talks to the interactive console, hot-plugs and unplugs a
-disk, and stops it gracefully (the ACPI power button; the guest powers itself off).
+disk, and stops it gracefully (the ACPI power button; the guest powers itself off). Every RBD
+disk (root, seed, the hot-plugged one) names the guest ceph.conf the daemon writes
+(stack/guest_ceph.py, bounded Ceph timeouts): QEMU boots and hot-plugs with it.
 
 Network plumbing: the OVS chassis (and so libvirtd and QEMU) live in a network namespace of
 their own, while Ceph listens on the host's 127.0.0.1. A small forwarder listens on Ceph's
@@ -32,6 +34,8 @@ import pytest
 from microcloudd.drivers.compute.libvirt import LibvirtDriver
 from microcloudd.drivers.compute.seed import Seed, build_seed_iso
 from microcloudd.drivers.compute.types import CephMonitor, Disk, DomainSpec, Nic, PowerState, RbdImage
+from microcloudd.stack import guest_ceph
+from microcloudd.stack.layout import Layout
 from tests.fixtures.libvirt import random_mac, unique
 
 pytestmark = pytest.mark.timeout(600)
@@ -283,7 +287,11 @@ async def test_guest_boots_from_rbd_gets_ovn_dhcp_and_serves_http(
                       console_log=tmp_path / "console.log")
     qlog = private_libvirtd.state_dir / "log" / "qemu" / f"{spec.name}.log"
     DIAG["qemu_log"] = lambda: f"--- {qlog}:\n" + (qlog.read_text()[-3000:] if qlog.exists() else "(none)")
-    drv = await LibvirtDriver.connect(private_libvirtd.uri, owner=unique("it-owner"))
+    # the guest ceph.conf the daemon writes (stack/guest_ceph.py): the guest boots with it
+    conf = await asyncio.to_thread(guest_ceph.write, Layout(tmp_path / "member"), ceph.mon_host,
+                                   host_libvirt=False)
+    assert conf is not None
+    drv = await LibvirtDriver.connect(private_libvirtd.uri, owner=unique("it-owner"), guest_ceph_conf=conf)
     try:
         async with forward_ports(ovs_chassis.netns, range(ceph.base_port, ceph.base_port + 100)):
             await drv.ensure_ceph_secret(secret, ceph.user, ceph.admin_key)
@@ -298,6 +306,8 @@ async def test_guest_boots_from_rbd_gets_ovn_dhcp_and_serves_http(
                         kinds.append(ev.kind)
             st = await drv.state(spec.name)
             assert st.state == PowerState.RUNNING and st.virt_type == drv.virt_type
+            live = await drv._lt.call(lambda: drv._c.lookupByName(spec.name).XMLDesc(0))
+            assert live.count(f"<config file='{conf}'/>") == 2, live  # root and seed
 
             seen = await wait_log(drv, spec.name, r"MCTEST: SEED dev=\S+ instance-id=(\S+) hostname=(\S+)")
             assert (seen.group(1), seen.group(2)) == (iid, name)
@@ -320,6 +330,8 @@ async def test_guest_boots_from_rbd_gets_ovn_dhcp_and_serves_http(
             assert target == "vdb"
             assert target in [d.target for d in (await drv.get(spec.name)).disks]
             await wait_disks(drv, spec.name, lambda devs: "vdb" in devs)
+            live = await drv._lt.call(lambda: drv._c.lookupByName(spec.name).XMLDesc(0))
+            assert live.count(f"<config file='{conf}'/>") == 3, live  # and the hot-plugged disk
             assert await drv.detach_disk(spec.name, target)
             await wait_disks(drv, spec.name, lambda devs: "vdb" not in devs)
             assert (await drv.get(spec.name)).disks == []

@@ -4,6 +4,8 @@ LXD way (POST /1.0/instances/{name}/console → a websocket operation, its "0" c
 the boot marker and typed into), a custom volume and a NIC hot-plugged and unplugged while the
 guest runs (the guest sees each change; the domain XML, live and persistent, and the database
 agree after each), then a graceful stop through ACPI within its timeout (no power-off).
+Every RBD disk names the guest ceph.conf the daemon wrote (stack/guest_ceph.py): the guest
+boots and hot-plugs with it.
 """
 
 from __future__ import annotations
@@ -100,6 +102,22 @@ def domain_devices(m: Member) -> dict[str, tuple[set[str], set[str]]]:
         conn.close()
 
 
+def rbd_configs(m: Member) -> set[str | None]:
+    """The <config file> of every RBD disk of the domain, live and persistent."""
+    conn = libvirt.open(libvirtd.uri(m.lay.libvirt_dir))
+    try:
+        dom = next(d for d in conn.listAllDomains() if d.name().endswith(NAME))
+        out: set[str | None] = set()
+        for flags in (0, libvirt.VIR_DOMAIN_XML_INACTIVE):
+            for src in ET.fromstring(dom.XMLDesc(flags)).iter("source"):
+                if src.get("protocol") == "rbd":
+                    el = src.find("config")
+                    out.add(None if el is None else el.get("file"))
+        return out
+    finally:
+        conn.close()
+
+
 async def test_console_hotplug_and_graceful_stop(m: Member, http: aiohttp.ClientSession) -> None:
     vol = f"data{uuid.uuid4().hex[:6]}"
     await api(m, "POST", "/1.0/instances", {"name": NAME, "source": {"type": "image", "alias": "testimage"},
@@ -147,6 +165,9 @@ async def test_console_hotplug_and_graceful_stop(m: Member, http: aiohttp.Client
         for kind, (disks, macs) in doms.items():
             assert any(vol in d for d in disks), (kind, disks)
             assert mac in macs and len(macs) == 2, (kind, macs)
+        # booted and hot-plugged with the guest ceph.conf the daemon wrote (bounded timeouts)
+        assert await asyncio.to_thread(rbd_configs, m) == {str(m.lay.guest_ceph_conf)}
+        assert "client_mount_timeout" in m.lay.guest_ceph_conf.read_text()
 
         # -- and unplug both (PUT: the devices without them) -------------------------------
         own = {k: v for k, v in inst["devices"].items() if k not in (vol, "eth1")}
