@@ -150,6 +150,9 @@ def test_init_and_a_guest_on_a_host_libvirtd() -> None:
         rbd = xml.find("devices/disk/source[@protocol='rbd']")
         assert rbd is not None and NAME in rbd.get("name", "")
         assert qemu_uid(host, NAME) != 0  # the host's QEMU user, not root
+        # ... which read the guest ceph.conf (0644 in a 0755 directory) to open its disks
+        conf = rbd.find("config")
+        assert conf is not None and conf.get("file") == str(m.lay.guest_ceph_conf), ET.tostring(rbd)
 
         log = m.state / "logs" / f"{NAME}.console.log"
         ready = wait_until("the guest's READY line", lambda: re.search(

@@ -137,6 +137,9 @@ class Member:
 @contextlib.contextmanager
 def member(prefix: str = "mc-member-") -> Iterator[Member]:
     base = Path(tempfile.mkdtemp(prefix=prefix))
+    # traversable, as /var/lib above the default state dir (the daemon makes the state dir
+    # 0711): a host libvirtd's unprivileged QEMU reads the guest ceph.conf (stack/guest_ceph.py)
+    base.chmod(0o711)
     forwarding = FORWARD.read_text()
     m = Member(base)
     try:
