@@ -127,7 +127,9 @@ class LibvirtDriver(ComputeDriver):
     Meanwhile a call waits up to `reconnect_wait` s for the connection (from the moment it
     was made) and then fails with Unavailable; a call the loss interrupted fails at once with
     Unavailable (it may or may not have taken effect), unless it only reads: that one is
-    repeated on the new connection, within the same bound.
+    repeated on the new connection, within the same bound. A guest start's create runs on a
+    short-lived connection of its own (`_run_long`), bounded the same way while libvirtd is
+    down or restarting.
     """
 
     def __init__(self, lt: LibvirtThread, conn: libvirt.virConnect, uri: str, owner: str,

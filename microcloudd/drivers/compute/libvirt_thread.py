@@ -14,9 +14,11 @@ answer (starting up, or stuck) blocks without a timeout. That thread only opens 
 libvirtaio is not used here); the callbacks are registered on this thread.
 A second exception: calls that may block for minutes inside libvirtd (a guest start waits for
 QEMU, which waits for its RBD disks' Ceph monitors) run through `call_long` on a small pool of
-"libvirt-long" threads, each over a short-lived connection of its own (no callbacks on it), so
-they do not hold up every other call of the process. (Sharing a connection between this thread
-and another delayed this thread's calls by up to a keepalive interval: measured.)
+"libvirt-long" threads, each over a short-lived connection of its own (no callbacks on it; its
+keepalive timer runs in this thread's event loop), so they do not hold up every other call of
+the process. (Sharing a connection between this thread and another delayed this thread's calls
+by up to a keepalive interval: measured.) The driver bounds how long such a job may take to
+open its connection (LibvirtDriver._run_long), not how long it then waits for libvirtd.
 `call_later` runs a job from a timer of the event loop: after the libvirt call or callback in
 progress (the close callback may run inside a failing call), never inside it.
 
