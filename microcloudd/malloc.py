@@ -89,7 +89,7 @@ def trim(libc: ctypes.CDLL) -> bool:
     return bool(libc.malloc_trim(0))
 
 
-async def keep_trimmed(interval: float = 10.0, threshold: int = 4 << 20) -> None:
+async def keep_trimmed(interval: float = 10.0, threshold: int = 1 << 20) -> None:
     """Until cancelled: whenever glibc's heaps hold `threshold` bytes more free than after the last
     trim (new churn: trimmed chunks stay on the free lists, only their pages go back), trim."""
     libc = _libc()

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from ovsdbapp import exceptions as ovsdbapp_exc
-from ovsdbapp.backend.ovs_idl import connection
+from ovsdbapp.backend.ovs_idl import connection, idlutils
 from ovsdbapp.schema.ovn_northbound import impl_idl
 
 from microcloudd.api.errors import (
@@ -46,6 +46,11 @@ from microcloudd.drivers.network.ovn_reconcile import reconcile
 from microcloudd.drivers.network.ovn_txn import NAME, NETWORK, SPEC, Change, ChangeFn, Nb, Read
 
 log = logging.getLogger(__name__)
+# The replica keeps every registered column of every row as python-ovs objects (~300 bytes
+# an empty one): of a logical switch port, one per NIC, only what we read or write.
+PORT_COLUMNS = ["name", "type", "addresses", "dynamic_addresses", "port_security", "options",
+                "external_ids", "up", "dhcpv4_options", "dhcpv6_options"]
+
 T = TypeVar("T")
 # How long create_port waits for northd to allocate a dynamic address (for its DNS record).
 DYNAMIC_ADDRESS_WAIT = 5.0
@@ -65,7 +70,12 @@ class OvnNetworkDriver(NetworkDriver):
 
         def _connect() -> Any:
             try:
-                idl = connection.OvsdbIdl.from_server(nb_remote, "OVN_Northbound", leader_only=True)
+                helper = idlutils.get_schema_helper(nb_remote, "OVN_Northbound")
+                for table in helper.schema_json["tables"]:
+                    if table != "Logical_Switch_Port":
+                        helper.register_table(table)
+                helper.register_columns("Logical_Switch_Port", PORT_COLUMNS)
+                idl = connection.OvsdbIdl(nb_remote, helper, leader_only=True)
             except Exception as e:
                 raise Unavailable(f"cannot reach the OVN northbound database at {nb_remote}: {e}") from e
             # python-ovs backs off up to 8 s between reconnects; a leader change must not stall us.
