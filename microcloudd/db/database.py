@@ -199,7 +199,8 @@ class Database:
                 if not ctx.ops:  # everything landed already
                     return [c.result for c in t.commands]
                 version = self.replica.version
-                result = await asyncio.wait_for(self.session.transact(ctx.ops), remaining)
+                async with asyncio.timeout(remaining):
+                    result = await self.session.transact(ctx.ops)
             except TimeoutError as e:
                 raise Unavailable("the cluster database did not confirm the write "
                                   f"within {self.timeout:.0f}s ({self.session.last_error})") from e

@@ -115,7 +115,8 @@ class JsonRpc:
             coro = asyncio.open_connection(host, port, ssl=ssl_context, limit=limit)
         else:
             coro = asyncio.open_connection(host, port, limit=limit)
-        reader, writer = await asyncio.wait_for(coro, timeout)
+        async with asyncio.timeout(timeout):
+            reader, writer = await coro
         return cls(reader, writer, on_notify, probe_interval)
 
     async def request(self, method: str, params: list[Any]) -> Any:
@@ -157,7 +158,8 @@ class JsonRpc:
         try:
             while True:
                 try:
-                    data = await asyncio.wait_for(self._reader.read(1 << 16), self._probe)
+                    async with asyncio.timeout(self._probe):
+                        data = await self._reader.read(1 << 16)
                 except TimeoutError:
                     if unanswered:
                         why = f"no answer to a probe for {self._probe:.0f} s"

@@ -66,6 +66,7 @@ class Session:
         self._min_index = 0
         self._server_db: dict[str, Any] = {}  # our database's row of _Server.Database
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self.last_error = "not connected yet"
         self.last_reason = ""  # why the last connection was dropped on purpose
 
@@ -73,6 +74,7 @@ class Session:
         self._task = asyncio.create_task(self._run(), name="database session")
 
     async def close(self) -> None:
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -83,12 +85,14 @@ class Session:
     # -- for writers --
     async def wait_ready(self, timeout: float) -> None:
         """Returns when connected with the replica in sync; TimeoutError otherwise."""
-        await asyncio.wait_for(self._ready.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._ready.wait()
 
     async def wait_change(self, timeout: float) -> None:
         """Returns at the next replica update, or after `timeout`."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
 
     async def transact(self, ops: list[dict[str, Any]]) -> list[Any]:
         conn = self._conn
@@ -99,8 +103,13 @@ class Session:
 
     # -- the connection loop --
     async def _run(self) -> None:
-        while True:
+        # Uses asyncio.timeout, not wait_for: 3.11's wait_for drops a cancellation that arrives
+        # as the awaited call finishes (seen here: close() then waited forever on this loop);
+        # `_closing` ends it regardless.
+        while not self._closing:
             for remote in list(self.remotes):
+                if self._closing:
+                    return
                 try:
                     await self._serve(remote)
                 except (OSError, ssl.SSLError, TimeoutError, ConnectionLost, RpcError, Unusable,
