@@ -41,6 +41,15 @@ async def test_churn_is_trimmed_and_quiet_heaps_are_left_alone() -> None:
         settled = trims
         await asyncio.sleep(0.3)
         assert trims == settled  # no new churn: no new trim
+        # The trimmed holes used again and freed again: the heaps' free total is back where it
+        # was, but the pages are resident again, and must go back again.
+        again = [bytearray(32 << 10) for _ in range(1_000)]
+        await asyncio.sleep(0.2)
+        dirty = anon_kib()
+        del again
+        await asyncio.sleep(0.3)
+        assert trims > settled
+        assert dirty - anon_kib() > 10_000
         del chunks
     finally:
         task.cancel()
