@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 from typing import Any
 
 import msgspec
@@ -129,3 +130,38 @@ async def test_no_server_is_a_clear_error(tmp_path: Any) -> None:
         await Database.connect(f"unix:{tmp_path}/nothing.sock", write_timeout=1)
     with pytest.raises(Unavailable, match="not a database address"):
         await Database.connect("db.sock", write_timeout=1)
+
+
+async def test_connecting_during_writes_misses_nothing(microcloud_db: Database,
+                                                       microcloud_db_server: DbServer) -> None:
+    """Row updates that follow the monitor's reply closely (in the same read) are applied after
+    the full copy, not before it: clients connecting while another one writes (from a thread of
+    its own, so the server interleaves them) end equal to it."""
+    stop = threading.Event()
+
+    async def write() -> None:
+        db = await Database.connect(microcloud_db_server.remote)
+        n = 0
+        while not stop.is_set():
+            await db.insert(Instance(name=f"w{n}"))
+            await db.update(Instance, f"w{n}", description="updated")
+            n += 1
+        await db.close()
+
+    writer = asyncio.create_task(asyncio.to_thread(asyncio.run, write()))
+    clients = []
+    try:
+        for _ in range(10):
+            clients.append(await Database.connect(microcloud_db_server.remote))
+    finally:
+        stop.set()
+        await writer
+    try:
+        await microcloud_db.insert(Instance(name="last"))
+        want = sorted(map(repr, microcloud_db.all(Instance)))
+        for c in clients:
+            await _until(lambda c=c: c.get_or_none(Instance, "last") is not None)  # type: ignore[misc]
+            assert sorted(map(repr, c.all(Instance))) == want
+    finally:
+        for c in clients:
+            await c.close()

@@ -65,6 +65,9 @@ class Session:
         self._last_id = _ZERO_ID
         self._min_index = 0
         self._server_db: dict[str, Any] = {}  # our database's row of _Server.Database
+        # Updates that arrive before the monitor's reply is applied (the reader dispatches them
+        # before _serve resumes): applied after it, in order. None once monitoring.
+        self._early: list[list[Any]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.last_error = "not connected yet"
@@ -133,10 +136,17 @@ class Session:
             "Database": [{"columns": _SERVER_COLUMNS, "where": [["name", "==", NAME]]}]}])
         self._server_rows(server, initial=True)
         self._check_server()
-        found, last_id, updates = await conn.request(
-            "monitor_cond_since", [NAME, "db", self.replica.monitor_request(), self._last_id])
-        self._last_id = last_id
-        self._apply(updates, full=not found)
+        self._early = []
+        try:
+            found, last_id, updates = await conn.request(
+                "monitor_cond_since", [NAME, "db", self.replica.monitor_request(), self._last_id])
+            self._last_id = last_id
+            self._apply(updates, full=not found)
+            for early in self._early:
+                self._last_id = early[1]
+                self._apply(early[2], full=False)
+        finally:
+            self._early = None
         self._ready.set()
         log.debug("database session on %s (%s)", remote, "incremental" if found else "full sync")
         await conn.closed
@@ -150,6 +160,9 @@ class Session:
 
     def _notify(self, method: str, params: list[Any]) -> None:
         if method == "update3" and len(params) == 3 and params[0] == "db":
+            if self._early is not None:
+                self._early.append(params)
+                return
             self._last_id = params[1]
             self._apply(params[2], full=False)
         elif method == "update2" and len(params) == 2 and params[0] == "server":
