@@ -1,7 +1,7 @@
 """The asyncio side of the local replica: typed records by key, and change subscriptions.
 
-Only the event loop touches this; batches arrive from the IDL thread in order through
-`call_soon_threadsafe`, so a write awaited on the loop is visible here when it returns.
+Only the event loop touches this; the session (db/session.py) applies batches in order as
+they arrive, and a write returns only once its own rows are here.
 """
 
 from __future__ import annotations
@@ -77,8 +77,6 @@ class ReplicaCache:
     def __init__(self) -> None:
         self.rows: dict[str, dict[Any, Record]] = {r.__table__: {} for r in ALL_RECORDS}
         self._subs: dict[str, set[Subscription[Any]]] = {}
-        self.synced = asyncio.Event()
-        self.applied = 0  # batches applied, compared with the IDL's flush count
 
     def subscribe(self, table: str) -> Subscription[Any]:
         sub: Subscription[Any] = Subscription(self, table)
@@ -91,11 +89,9 @@ class ReplicaCache:
                 s.close()
 
     def apply(self, batch: Batch) -> None:
-        self.applied += 1
         changes = batch.changes
         if batch.reset is not None:
             changes = self._diff(batch.reset)
-            self.synced.set()
         for rc in changes:
             rows = self.rows[rc.table]
             if rc.old is not None and (rc.new is None or rc.old.row_key() != rc.new.row_key()):

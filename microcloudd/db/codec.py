@@ -36,7 +36,7 @@ def map_pairs(v: Any) -> dict[Any, Any]:
     return {k: x for k, x in v[1]}
 
 
-def uuid_of(v: Any) -> str:
+def wire_uuid(v: Any) -> str:
     """The UUID of a wire reference (["uuid", u])."""
     return str(v[1])
 
@@ -110,7 +110,7 @@ class RowCodec:
         # Columns holding their type's default are left out of "insert" and "initial" rows.
         fields = {f: dec(row[name]) if name in row else default()
                   for name, f, dec, default in self._plain}
-        ref_uuids = tuple(uuid_of(row[name]) if name in row else _NO_UUID for name, _, _ in self.refs)
+        ref_uuids = tuple(wire_uuid(row[name]) if name in row else _NO_UUID for name, _, _ in self.refs)
         for (_, f, table), u in zip(self.refs, ref_uuids, strict=True):
             fields[f] = key_of_ref(table, u)
         return self._cls(**fields), ref_uuids
@@ -127,7 +127,7 @@ class RowCodec:
             uuids = list(ref_uuids)
             for i, (name, f, table) in enumerate(self.refs):
                 if name in diff:
-                    uuids[i] = uuid_of(diff[name])
+                    uuids[i] = wire_uuid(diff[name])
                     changes[f] = key_of_ref(table, uuids[i])
             ref_uuids = tuple(uuids)
         return (msgspec.structs.replace(rec, **changes) if changes else rec), ref_uuids

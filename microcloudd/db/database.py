@@ -2,7 +2,7 @@
 
     db = await Database.connect(["unix:/var/lib/microcloud/database/db.sock"])
     db.get(Instance, "vm1")                      # reads: local replica, no thread hop
-    await db.insert(Instance(name="vm1", ...))   # writes: to the leader, off the loop
+    await db.insert(Instance(name="vm1", ...))   # writes: one transaction over the session
     async with db.transaction() as txn:          # several changes, all or nothing
         txn.insert(Image(...)); txn.insert(ImageAlias(name="deb", image=fp))
     async for change in db.subscribe(Instance): ...
@@ -157,7 +157,7 @@ class Database:
         """Changes of `cls`'s table from now on, as an async iterator of `Change`s."""
         return self.cache.subscribe(cls.__table__)
 
-    # ---- writes: transactions to the leader, off the loop ----
+    # ---- writes: OVSDB transactions built from the replica, on the loop ----
     def transaction(self) -> Transaction:
         return Transaction(self)
 

@@ -1,6 +1,6 @@
 """A lasting session with the Microcloud database: reconnects, leader-only, monitored replica.
 
-    session = Session(["unix:/run/db.sock"], deliver=cache.apply)
+    session = Session(["unix:/run/db.sock"], Replica(), cache.apply)
     session.start()
     await session.wait_ready(10)           # connected to a usable server, replica in sync
     result = await session.transact(ops)   # ConnectionLost: the write may have landed

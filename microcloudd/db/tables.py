@@ -42,7 +42,8 @@ class Table:
         raise KeyError(field)
 
 
-# Field names python-ovs cannot have as columns (its rows carry a `uuid` attribute).
+# Field names stored under another column name: python-ovs, which served this database first,
+# could not have a `uuid` column (its rows carry a `uuid` attribute); existing databases keep it.
 _RENAMED = {"uuid": "uuid_"}
 
 
