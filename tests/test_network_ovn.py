@@ -4,6 +4,7 @@ input refused with nothing half-created, idempotency, drift repair."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any
@@ -263,7 +264,13 @@ async def test_acls_compile_apply_and_refuse_bad_rules(
     await network_driver.create_acl(AclSpec(name="ssh"))
     more = [await network_driver.create_port(PortSpec(network=name, name=n, acls=acls))
             for n, acls in (("b", ("ssh", "web")), ("c", ()), ("d", ("ssh",)))]
-    listed = await network_driver.list_ports(name)
+    # northd fills in each new port's address and `up` on its own time: compare once it has
+    # (a port it reached between the listing and the reads would differ otherwise)
+    for _ in range(200):
+        listed = await network_driver.list_ports(name)
+        if all(p.ipv4 and p.up is not None for p in listed):
+            break
+        await asyncio.sleep(0.05)
     assert [p.acls for p in listed] == [("web",), ("ssh", "web"), (), ("ssh",)]
     assert listed == [await network_driver.get_port(p.id) for p in [port, *more]]
     for p in more:
