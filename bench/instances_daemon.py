@@ -55,17 +55,17 @@ their strings ~3.4 KB per instance.
 
 2026-12-03, session 6 (no code change; measurements only): idle 89.0 MB, at 500 100.5 MB
 (Pss 75.8, Private 60.9), 102.2 after the listings; recursion=1 16.0 ms, recursion=2 98.6 ms.
-Where the 11.5 MB of growth goes (smaps of one member, idle vs 500): pymalloc arenas +7 MB,
-the main heap +1.8, glibc's second arena +1.3, thread stacks +0.5. tracemalloc (300 instances):
-Python objects +3.5 MB, ~11.7 KB per instance: python-ovs NB rows ~6.2 KB per port (ovs/db/data
-1.07 MB, ovs/json 0.49, idl 0.20; python-ovs has no C JSON parser here), our records ~3.2 KB
-(strings decoded by db/jsonrpc 0.69 MB, codec 0.27). The RBD driver alone (one process, 8 at a
-time, root clone + seed import each): +3.4 MB after 20 instances, +5.3 after 400: a warm-up of
-the clone path (8 executor threads, librbd code pages, heap), not a cost per instance. Ceph
-client options tried on that path (debug_* 0/0, ms_async_op_threads=1, log_max_recent=1): each
-~0.2-0.5 MB, within the noise. What would bring the figure clearly under 100 MB: NB rows kept
-as compact records (an NB replica of our own, as db/ did for our database) and interned record
-strings (config keys repeat in every instance).
+Where the 11.5 MB of growth goes (smaps of one member, idle vs 500): anonymous 1 MiB maps
+(pymalloc's arenas) +7 MB, the main heap +1.8, glibc's second arena +1.3, thread stacks +0.5.
+tracemalloc (300 instances): Python objects +3.5 MB, ~11.7 KB per instance: python-ovs NB rows
+~6.2 KB per port (ovs/db/data 1.07 MB, ovs/json 0.49, idl 0.20; python-ovs has no C JSON parser
+here), our records ~3.2 KB (strings decoded by db/jsonrpc 0.69 MB, codec 0.27). The RBD driver
+alone (one process, 8 at a time, root clone + seed import each): +3.4 MB after 20 instances,
++5.3 after 400: a warm-up of the clone path (8 executor threads, librbd code pages, heap), not a
+cost per instance. Ceph client options tried on that path (debug_* 0/0, ms_async_op_threads=1,
+log_max_recent=1, rbd_cache=false): each 0-0.5 MB, within the noise. What would bring the figure
+clearly under 100 MB: NB rows kept as compact records (an NB replica of our own, as db/ did for
+our database) and interned record strings (config keys repeat in every instance).
 """
 
 from __future__ import annotations
