@@ -10,8 +10,10 @@ with `GET /1.0/operations/{id}/websocket?secret=...`; the REST layer hands the s
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import secrets
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
@@ -24,8 +26,10 @@ log = logging.getLogger(__name__)
 
 STATUS_CODES = {"Pending": 105, "Running": 103, "Success": 200, "Failure": 400, "Cancelled": 401}
 FINAL = ("Success", "Failure", "Cancelled")
-# Finished operations stay visible this long, so `operation show` and late waiters find them.
+# Finished operations stay visible this long, so `operation show` and late waiters find them
+# (LXD keeps them 5 s), and at most this many: a burst of launches keeps a bounded record.
 KEEP_FINISHED = 300.0
+KEEP_FINISHED_MAX = 1000
 
 
 class Channel(Protocol):
@@ -77,11 +81,18 @@ class _Entry:
 
 
 class OperationManager:
+    """Running operations keep their task, channels and done event (`_Entry`); a finished one
+    keeps only its `Operation` (~0.7 KB against ~2.1 KB: 500 launches held ~1 MB for five
+    minutes), dropped by one sweep timer in finishing order."""
+
     def __init__(self, events: EventBus, location: str = "none", *,
-                 keep_finished: float = KEEP_FINISHED) -> None:
+                 keep_finished: float = KEEP_FINISHED, keep_max: int = KEEP_FINISHED_MAX) -> None:
         self.events, self.location = events, location
-        self.keep_finished = keep_finished
-        self._ops: dict[str, _Entry] = {}
+        self.keep_finished, self.keep_max = keep_finished, keep_max
+        self._ops: dict[str, _Entry] = {}  # running (and pending)
+        self._finished: dict[str, Operation] = {}  # in finishing order
+        self._deadlines: collections.deque[float] = collections.deque()  # of _finished, same order
+        self._sweep: asyncio.TimerHandle | None = None
 
     def start(self, description: str, work: Work, *, resources: dict[str, list[str]] | None = None,
               may_cancel: bool = True, class_: str = "task", channels: Iterable[str] = ()) -> Operation:
@@ -127,11 +138,31 @@ class OperationManager:
             for waiter in entry.channels.values():
                 waiter.cancel()  # never connected: nobody waits any more
             entry.done.set()
-            # A finished operation stays listable for `keep_finished`; its task (with coroutine
-            # and context) need not: 500 launches kept ~1.5 MB alive for five minutes.
-            entry.task = None
-            # Dropped on a timer: an idle daemon does not keep a burst's operations forever.
-            asyncio.get_running_loop().call_later(self.keep_finished, self._ops.pop, op.id, None)
+            self._finish(op)
+
+    def _finish(self, op: Operation) -> None:
+        """Keep only the finished `op`, until its time is up or newer ones push it out."""
+        del self._ops[op.id]
+        self._finished[op.id] = op
+        self._deadlines.append(time.monotonic() + self.keep_finished)
+        while len(self._finished) > self.keep_max:
+            self._drop_oldest()
+        if self._sweep is None:
+            self._sweep = asyncio.get_running_loop().call_later(self.keep_finished, self._expire)
+
+    def _drop_oldest(self) -> None:
+        del self._finished[next(iter(self._finished))]
+        self._deadlines.popleft()
+
+    def _expire(self) -> None:
+        """Drop what has expired, then sleep until the next deadline: an idle daemon does not
+        keep a burst's operations until the next request."""
+        self._sweep = None
+        t = time.monotonic()
+        while self._deadlines and self._deadlines[0] <= t:
+            self._drop_oldest()
+        if self._deadlines:
+            self._sweep = asyncio.get_running_loop().call_later(self._deadlines[0] - t, self._expire)
 
     def _set(self, op: Operation, status: str) -> None:
         op.status, op.status_code = status, STATUS_CODES[status]
@@ -143,15 +174,22 @@ class OperationManager:
         self.events.publish("operation", _to_dict(op))
 
     def _entry(self, op_id: str) -> _Entry:
+        """A running operation's entry (NotFound for a finished or unknown one)."""
         entry = self._ops.get(op_id)
         if entry is None:
             raise NotFound(f"Operation {op_id!r} not found")
         return entry
 
+    def _find(self, op_id: str) -> Operation | None:
+        entry = self._ops.get(op_id)
+        return entry.op if entry is not None else self._finished.get(op_id)
+
     def check_secret(self, op_id: str, secret: str) -> str:
         """The channel `secret` opens on a running operation (before a websocket handshake)."""
-        entry = self._entry(op_id)
-        name = entry.secrets.get(secret)
+        entry = self._ops.get(op_id)
+        if entry is None and op_id not in self._finished:
+            raise NotFound(f"Operation {op_id!r} not found")
+        name = entry.secrets.get(secret) if entry is not None else None
         if name is None:
             raise Forbidden(f"Operation {op_id!r}: no channel with this secret (or it was used, or the "
                             "operation has finished)")
@@ -167,13 +205,19 @@ class OperationManager:
         await entry.done.wait()
 
     def get(self, op_id: str) -> Operation:
-        return self._entry(op_id).op
+        op = self._find(op_id)
+        if op is None:
+            raise NotFound(f"Operation {op_id!r} not found")
+        return op
 
     def list(self) -> list[Operation]:
-        return [e.op for e in self._ops.values()]
+        return [*self._finished.values(), *(e.op for e in self._ops.values())]
 
     async def wait(self, op_id: str, timeout: float | None = None) -> Operation:
         """Wait until the operation is final or `timeout` passes; return it either way (as LXD)."""
+        done = self._finished.get(op_id)
+        if done is not None:
+            return done
         entry = self._entry(op_id)
         try:
             await asyncio.wait_for(asyncio.shield(entry.done.wait()), timeout)
@@ -182,9 +226,10 @@ class OperationManager:
         return entry.op
 
     async def cancel(self, op_id: str) -> Operation:
+        done = self._finished.get(op_id)
+        if done is not None:
+            raise Conflict(f"Operation {op_id!r} has already finished ({done.status})")
         entry = self._entry(op_id)
-        if entry.op.status in FINAL:
-            raise Conflict(f"Operation {op_id!r} has already finished ({entry.op.status})")
         if not entry.op.may_cancel:
             raise Conflict(f"Operation {op_id!r} cannot be cancelled")
         assert entry.task is not None

@@ -18,7 +18,7 @@ import msgspec
 import pytest
 
 from microcloudd.api.declare import Op, Query
-from microcloudd.api.errors import InvalidArgument, NotFound
+from microcloudd.api.errors import Conflict, InvalidArgument, NotFound
 from microcloudd.api.server import Operation
 from microcloudd.daemon import Daemon
 from microcloudd.events import EventBus
@@ -206,7 +206,32 @@ async def test_finished_operations_expire_on_their_own() -> None:
     op = ops.start("quick", work)
     await ops.wait(op.id)
     assert ops.get(op.id).status == "Success" and ops.get(op.id).metadata == {"answer": 42}
+    assert (await ops.wait(op.id)).status == "Success"  # a late waiter gets it at once
+    with pytest.raises(Conflict):
+        await ops.cancel(op.id)
     await asyncio.sleep(0.6)
     with pytest.raises(NotFound):
         ops.get(op.id)
-    assert ops._ops == {}
+    with pytest.raises(NotFound):
+        await ops.wait(op.id)
+    assert ops._ops == {} and ops._finished == {} and ops._sweep is None
+
+
+async def test_finished_operations_are_capped_oldest_first() -> None:
+    """However fast operations finish, at most `keep_max` finished ones are kept; the oldest
+    go first and the sweep timer still drops the rest on time."""
+    ops = OperationManager(EventBus(), keep_finished=0.3, keep_max=3)
+
+    async def work(ctx: OperationContext) -> None:
+        return None
+
+    ids = []
+    for _ in range(5):
+        op = ops.start("quick", work)
+        await ops.wait(op.id)
+        ids.append(op.id)
+    assert [o.id for o in ops.list()] == ids[2:]
+    with pytest.raises(NotFound):
+        ops.get(ids[0])
+    await asyncio.sleep(0.6)
+    assert ops.list() == [] and ops._sweep is None
