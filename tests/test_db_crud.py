@@ -115,6 +115,30 @@ async def test_find_and_ordered_json(microcloud_db: Database) -> None:
     assert db.get(Instance, "vm0").profiles == ["b", "a"]  # JSON columns keep order
 
 
+async def test_replica_records_share_repeated_strings(microcloud_db: Database) -> None:
+    """Rows decoded from the server share their short repeated strings (config keys, statuses,
+    device values): 500 instances do not hold 500 copies of each (bench.instances_daemon)."""
+    db = microcloud_db
+    fp, long_value = "e" * 64, "x" * 200
+    async with db.transaction() as txn:
+        for i in range(2):
+            txn.insert(Instance(name=f"vm{i}", image=fp, status="Stopped", location="m1",
+                                config={"volatile.eth0.hwaddr": f"00:16:3e:00:00:0{i}",
+                                        "user.doc": long_value},
+                                devices={"eth0": {"type": "nic", "network": "default"}}))
+    a, b = db.get(Instance, "vm0"), db.get(Instance, "vm1")
+    assert a.image is b.image and a.location is b.location and a.status is b.status
+    ka, kb = sorted(a.config), sorted(b.config)
+    assert all(x is y for x, y in zip(ka, kb, strict=True))
+    assert a.devices["eth0"]["network"] is b.devices["eth0"]["network"]
+    assert a.config["volatile.eth0.hwaddr"] != b.config["volatile.eth0.hwaddr"]  # values as they were
+    assert a.config["user.doc"] == long_value
+    await db.update(Instance, "vm1", config={**b.config, "limits.cpu": "2"})
+    c = db.get(Instance, "vm1")
+    key = next(k for k in c.config if k == "user.doc")
+    assert c.config["limits.cpu"] == "2" and key is next(k for k in a.config if k == "user.doc")
+
+
 async def test_unique_index_beyond_key(microcloud_db: Database) -> None:
     db = microcloud_db
     await db.insert(Member(name="m1", address="10.0.0.1:9443"))

@@ -10,6 +10,7 @@ Only what our schema uses is handled: scalars with min = max = 1, string sets an
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -28,12 +29,32 @@ _json_decode = msgspec.json.decode
 _json_encode = msgspec.json.encode
 
 
+# Records of one table repeat the same short strings: config keys, statuses, member names, image
+# fingerprints, device values. Decoded, each would be a copy of its own (~50-110 bytes); shared,
+# they cost one. Longer strings (JSON documents, descriptions) are left alone: rarely shared,
+# and the interned table would keep an entry for each.
+SHARED_MAX = 64
+_intern = sys.intern
+
+
+def shared(v: Any) -> Any:
+    """`v` with its short strings interned, containers rebuilt (decoded JSON, map keys)."""
+    if type(v) is str:
+        return _intern(v) if len(v) <= SHARED_MAX else v
+    if type(v) is dict:
+        return {shared(k): shared(x) for k, x in v.items()}
+    if type(v) is list:
+        return [shared(x) for x in v]
+    return v
+
+
 def set_elements(v: Any) -> list[Any]:
     return list(v[1]) if isinstance(v, list) and v and v[0] == "set" else [v]
 
 
 def map_pairs(v: Any) -> dict[Any, Any]:
-    return {k: x for k, x in v[1]}
+    """Keys shared (they repeat across rows), values as they come (mostly each row's own)."""
+    return {shared(k): x for k, x in v[1]}
 
 
 def wire_uuid(v: Any) -> str:
@@ -45,13 +66,15 @@ def _decoder(c: Column) -> Callable[[Any], Any]:
     """Wire value -> record value, for every kind but references (resolved by the caller)."""
     default = c.default
     if c.kind == "json":
-        return lambda v: _json_decode(v) if v else copy.deepcopy(default)
+        return lambda v: shared(_json_decode(v)) if v else copy.deepcopy(default)
     if c.kind == "map":
         return map_pairs
     if c.kind == "set":
-        return lambda v: sorted(set_elements(v))
+        return lambda v: sorted(shared(e) for e in set_elements(v))
     if c.atom == "real":
         return float
+    if c.atom == "string":
+        return shared
     return lambda v: v
 
 
@@ -59,7 +82,7 @@ def _diff(c: Column, decode: Callable[[Any], Any]) -> Callable[[Any, Any], Any]:
     """(current record value, "modify" wire value) -> new record value."""
     if c.kind == "set":
         def toggle(cur: list[Any], v: Any) -> list[Any]:
-            return sorted(set(cur).symmetric_difference(set_elements(v)))
+            return sorted(set(cur).symmetric_difference(shared(e) for e in set_elements(v)))
         return toggle
     if c.kind == "map":
         def merge(cur: dict[Any, Any], v: Any) -> dict[Any, Any]:
@@ -68,7 +91,7 @@ def _diff(c: Column, decode: Callable[[Any], Any]) -> Callable[[Any, Any], Any]:
                 if new.get(k, _ABSENT) == x:
                     del new[k]
                 else:
-                    new[k] = x
+                    new[shared(k)] = x
             return new
         return merge
     return lambda cur, v: decode(v)
