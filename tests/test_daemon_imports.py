@@ -16,3 +16,12 @@ def test_importing_the_daemon_loads_no_driver_library() -> None:
             f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"imported at daemon start: {out.stdout.strip()}"
+
+
+def test_the_ovn_driver_does_without_ovsdbapps_nb_command_library() -> None:
+    """Our change functions write NB rows themselves: ovsdbapp's NB commands (and netaddr,
+    which they bring) would be ~1.5 MB of code resident for nothing."""
+    code = ("import sys, microcloudd.drivers.network.ovn; "
+            "print(','.join(m for m in ('ovsdbapp.schema.ovn_northbound', 'netaddr') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"imported with the OVN driver: {out.stdout.strip()}"
