@@ -231,6 +231,9 @@ def _watch_children_with_pidfds() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `microcloudd` command (`argv` given: called in-process, as tests do, never re-executed)."""
+    if argv is None:
+        malloc.exec_tuned()
     parser = argparse.ArgumentParser(prog="microcloudd", description="The microcloud daemon")
     parser.add_argument("--state-dir", type=Path, default=None,
                         help="where state lives (default: $MICROCLOUD_DIR, else /var/lib/microcloud)")

@@ -1,5 +1,14 @@
 """glibc malloc tuning for a long-running, many-threaded daemon.
 
+Per-thread caches off (`exec_tuned`): glibc gives every thread a cache of freed chunks (up to
+7 of each size up to 1 KiB) that neither coalesces with its neighbours nor goes back with a
+trim. librados, librbd and the executors run ~25 threads, and the pages their cached chunks pin
+stay resident: measured, the RBD driver alone doing 1,000 clones + seed imports 8 at a time,
+69.8 -> 65.8 MB RSS after a trim, and microcloudd at 500 instances (bench.instances_daemon)
+98.5 -> 94.5 MB, launches 4.3 -> 4.2/s (noise). Python's own small objects never reach glibc
+(pymalloc), so the daemon's hot path does not feel the slower malloc. glibc reads tunables only
+when a program starts, hence a re-exec.
+
 librados, libvirt, ovsdbapp and asyncio's executor each bring threads, and glibc gives a thread
 that allocates its own arena (up to 8 per core); memory freed in an arena stays resident. Two
 arenas are plenty for a daemon that does its work on one event loop: measured on an initialised
@@ -20,10 +29,13 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import sys
 import time
 
 log = logging.getLogger(__name__)
 
+TUNABLES = "glibc.malloc.tcache_count=0"
+_TUNED = "MICROCLOUDD_MALLOC_TUNED"  # set across our own re-exec only
 M_ARENA_MAX = -8  # from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 128 << 10
@@ -37,6 +49,28 @@ def _c_library() -> ctypes.CDLL | None:
         return ctypes.CDLL(name)
     except OSError:
         return None
+
+
+def _glibc() -> bool:
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (ValueError, OSError, AttributeError):
+        return False
+
+
+def exec_tuned(argv: list[str] | None = None) -> None:
+    """Re-execute this program once with `TUNABLES` (the same PID: systemd and pidfiles see
+    nothing); call it first thing, before any thread or file. In the re-executed program,
+    drop the variables again so that microcloudd's children (Ceph, OVN, libvirtd) start with
+    glibc's defaults. GLIBC_TUNABLES already set by an operator wins: nothing is changed.
+    No-op off glibc."""
+    if os.environ.pop(_TUNED, None) is not None:
+        os.environ.pop("GLIBC_TUNABLES", None)
+        return
+    if "GLIBC_TUNABLES" in os.environ or not _glibc():
+        return
+    args = list(sys.orig_argv if argv is None else argv)
+    os.execve(sys.executable, args, {**os.environ, "GLIBC_TUNABLES": TUNABLES, _TUNED: "1"})
 
 
 def tune(arenas: int = 2) -> bool:

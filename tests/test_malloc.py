@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import time
 from pathlib import Path
 
 from microcloudd import malloc
+from tests.fixtures.daemon import start_daemon
 
 
 def anon_kib() -> int:
@@ -56,3 +59,46 @@ async def test_churn_is_trimmed_and_quiet_heaps_are_left_alone() -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         malloc.trim = real_trim
+
+
+def _environ(pid: int) -> dict[str, str]:
+    """A process's environment as it was exec'ed."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(e.decode().split("=", 1) for e in raw if b"=" in e)
+
+
+def _children_environs(pid: int) -> list[dict[str, str]]:
+    """The environments of `pid`'s children (those that did not exit while we looked)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for child in (task / "children").read_text().split():
+                with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                    out.append(_environ(int(child)))
+    return out
+
+
+def test_the_daemon_runs_without_thread_caches_and_its_children_with_glibcs_defaults(
+        daemon_dir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    d = start_daemon(daemon_dir, env=env)
+    try:
+        assert _environ(d.proc.pid).get("GLIBC_TUNABLES") == malloc.TUNABLES  # re-executed: same PID
+        deadline = time.monotonic() + 20
+        while not (kids := _children_environs(d.proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert kids, "the database runs as a child of microcloudd"
+        for kid in kids:
+            assert "GLIBC_TUNABLES" not in kid and "MICROCLOUDD_MALLOC_TUNED" not in kid
+    finally:
+        d.stop()
+
+
+def test_an_operators_glibc_tunables_are_kept(daemon_dir: Path) -> None:
+    mine = "glibc.malloc.arena_max=1"
+    d = start_daemon(daemon_dir, env={**os.environ, "GLIBC_TUNABLES": mine})
+    try:
+        assert _environ(d.proc.pid).get("GLIBC_TUNABLES") == mine
+        assert "MICROCLOUDD_MALLOC_TUNED" not in _environ(d.proc.pid)
+    finally:
+        d.stop()
