@@ -25,6 +25,7 @@ trim then still gave back 2 MB that this rule takes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import logging
@@ -67,10 +68,11 @@ def exec_tuned(argv: list[str] | None = None) -> None:
     if os.environ.pop(_TUNED, None) is not None:
         os.environ.pop("GLIBC_TUNABLES", None)
         return
-    if "GLIBC_TUNABLES" in os.environ or not _glibc():
+    if "GLIBC_TUNABLES" in os.environ or not _glibc() or not sys.executable:
         return
     args = list(sys.orig_argv if argv is None else argv)
-    os.execve(sys.executable, args, {**os.environ, "GLIBC_TUNABLES": TUNABLES, _TUNED: "1"})
+    with contextlib.suppress(OSError):  # cannot exec: run with glibc's defaults
+        os.execve(sys.executable, args, {**os.environ, "GLIBC_TUNABLES": TUNABLES, _TUNED: "1"})
 
 
 def tune(arenas: int = 2) -> bool:
