@@ -66,6 +66,21 @@ cost per instance. Ceph client options tried on that path (debug_* 0/0, ms_async
 log_max_recent=1, rbd_cache=false): each 0-0.5 MB, within the noise. What would bring the figure
 clearly under 100 MB: NB rows kept as compact records (an NB replica of our own, as db/ did for
 our database) and interned record strings (config keys repeat in every instance).
+
+2026-12-03, session 7, one change at a time (RSS at 500): 100.7 MB before; 99.6 after finished
+operations keep only their Operation (one sweep timer, at most 1,000 kept; ~2.1 -> ~0.8 KB each)
+and decoded records share their short strings (db/codec); 98.5 (idle 87.5) once the OVN driver
+stopped loading ovsdbapp's NB command library and netaddr (1.5 MB of imports it never used);
+94.3 MB (idle 86.1, Pss 69.8, Private 55.0; 96.9 after the listings; recursion=1 12.1 ms,
+recursion=2 48 ms) with glibc's per-thread caches off in microcloudd (malloc.exec_tuned: it
+re-executes itself with GLIBC_TUNABLES=glibc.malloc.tcache_count=0, its children keep glibc's
+defaults). The caches were most of the growth the RBD clone path left: that path alone, 1,000
+clones + seed imports 8 at a time, trimmed RSS 69.8 -> 65.8 MB without them, with glibc's
+"in use" figure flat (the cached chunks pinned pages no trim could return). bench.storage with
+and without the caches: clone medians within the noise (70-94 ms against 66-77 ms); bench.instances
+(libvirt test driver): 50 concurrent launches 13.4/s with the caches, 14.1/s without.
+Under the target. Still growing per instance: python-ovs NB rows ~6.2 KB per port (3.1 MB at
+500), our records ~2.5 KB.
 """
 
 from __future__ import annotations
