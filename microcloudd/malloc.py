@@ -5,9 +5,9 @@ Per-thread caches off (`exec_tuned`): glibc gives every thread a cache of freed 
 trim. librados, librbd and the executors run ~25 threads, and the pages their cached chunks pin
 stay resident: measured, the RBD driver alone doing 1,000 clones + seed imports 8 at a time,
 69.8 -> 65.8 MB RSS after a trim, and microcloudd at 500 instances (bench.instances_daemon)
-98.5 -> 94.5 MB, launches 4.3 -> 4.2/s (noise). Python's own small objects never reach glibc
-(pymalloc), so the daemon's hot path does not feel the slower malloc. glibc reads tunables only
-when a program starts, hence a re-exec.
+98.5 -> 94.3 MB. Launch and clone timings did not move beyond their noise (bench.instances,
+bench.storage): Python's small objects never reach glibc (pymalloc), and librbd's allocations
+are not what a launch waits on. glibc reads tunables only when a program starts, hence a re-exec.
 
 librados, libvirt, ovsdbapp and asyncio's executor each bring threads, and glibc gives a thread
 that allocates its own arena (up to 8 per core); memory freed in an arena stays resident. Two

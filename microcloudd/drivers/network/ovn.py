@@ -53,6 +53,8 @@ PORT_COLUMNS = ["name", "type", "addresses", "dynamic_addresses", "port_security
                 "external_ids", "up", "dhcpv4_options", "dhcpv6_options"]
 
 T = TypeVar("T")
+# How long create_port waits for northd to allocate a dynamic address (for its DNS record).
+DYNAMIC_ADDRESS_WAIT = 5.0
 
 
 class _NbBackend(ovs_idl.Backend, ovsdbapp_api.API):
@@ -64,9 +66,6 @@ class _NbBackend(ovs_idl.Backend, ovsdbapp_api.API):
     # The name indexes ovsdbapp's NB API creates (Nb.find goes through them).
     lookup_table = {table: idlutils.RowLookup(table, "name", None)
                     for table in ("Logical_Switch", "Logical_Router", "Load_Balancer")}
-
-# How long create_port waits for northd to allocate a dynamic address (for its DNS record).
-DYNAMIC_ADDRESS_WAIT = 5.0
 
 
 class OvnNetworkDriver(NetworkDriver):
