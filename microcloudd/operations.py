@@ -25,7 +25,6 @@ from microcloudd.events import EventBus, now
 log = logging.getLogger(__name__)
 
 STATUS_CODES = {"Pending": 105, "Running": 103, "Success": 200, "Failure": 400, "Cancelled": 401}
-FINAL = ("Success", "Failure", "Cancelled")
 # Finished operations stay visible this long, so `operation show` and late waiters find them
 # (LXD keeps them 5 s), and at most this many: a burst of launches keeps a bounded record.
 KEEP_FINISHED = 300.0
