@@ -51,7 +51,8 @@ from microcloudd.rest.handlers import AREAS
 from microcloudd.rest.handlers.init import InitHandlers
 from microcloudd.rest.handlers.server import ServerHandlers
 from microcloudd.services.cloud import Cloud
-from microcloudd.stack import runtime
+from microcloudd.stack import netns, runtime
+from microcloudd.stack.layout import Layout
 from microcloudd.statelock import StateLock
 
 log = logging.getLogger("microcloudd")
@@ -149,6 +150,13 @@ class Daemon:
             db, self.cloud.db = self.cloud.db, None
             await db.close()
         await self.supervisor.stop_all()  # reverse start order: the database last
+        # The host routes for this member only while it runs: forwarding goes back off if it was
+        # off before us and no other microcloud is here (the next start turns it on again).
+        try:
+            if await asyncio.to_thread(netns.restore_forwarding, Layout(self.state_dir)):
+                log.info("IPv4 forwarding is off again, as it was before this member")
+        except OSError as e:
+            log.warning("cannot put IPv4 forwarding back: %s", e)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         if self._log_handler is not None:

@@ -1,6 +1,7 @@
 #!/bin/sh
 # `make down`: stop microcloudd (SIGTERM via its pidfile) and wait until it and every child
-# (database, OVN, OVS, Ceph, libvirtd, guests) is gone. The state stays: `make up` resumes
+# (database, OVN, OVS, Ceph, libvirtd, guests) is gone; microcloudd puts IPv4 forwarding back
+# off if it turned it on. The state stays: `make up` resumes
 # the same cloud. `--purge` also deletes the state dir and the host network leftovers (the
 # member's network namespace, its veth links and the host NAT table).
 set -eu

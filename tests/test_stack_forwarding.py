@@ -1,15 +1,18 @@
-"""IPv4 forwarding: noted before a member first turns it on, put back by purge only when it was
-off before and no other microcloud on the host has its namespace. The sysctl file is a
-temporary copy here (the host's own must not flip under other tests); the namespaces are real."""
+"""IPv4 forwarding: noted before a member first turns it on, put back when microcloudd stops
+and by purge, only when it was off before and no other microcloud on the host has its
+namespace. The sysctl file is a temporary copy here (the host's own must not flip under other
+tests); the namespaces are real."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 
+from microcloudd.daemon import Daemon
 from microcloudd.stack import netns
 from microcloudd.stack.layout import NETNS_PREFIX, Layout
 
@@ -48,3 +51,23 @@ def test_forwarding_on_before_us_stays_on(tmp_path: Path, sysctl: Path) -> None:
     sysctl.write_text("1\n")
     netns.note_forwarding(lay)
     assert not netns.restore_forwarding(lay) and sysctl.read_text() == "1\n"
+
+
+def test_stopping_microcloudd_puts_forwarding_back(tmp_path: Path, sysctl: Path) -> None:
+    """`make down` (or a systemd stop) keeps the state but not the host routing: forwarding
+    goes back off when the daemon stops, and the next start notes the setting afresh."""
+    lay = Layout(tmp_path / "state")
+    lay.state_dir.mkdir()
+    sysctl.write_text("0\n")
+    netns.note_forwarding(lay)
+    sysctl.write_text("1\n")  # what the stack's NAT uplink does when it starts
+
+    async def run_and_stop() -> None:
+        d = Daemon(lay.state_dir, "m1")
+        await d.start()
+        await d.stop()
+
+    asyncio.run(run_and_stop())
+    assert sysctl.read_text() == "0\n" and not lay.forwarding_note.exists()
+    netns.note_forwarding(lay)  # the next start
+    assert lay.forwarding_note.read_text() == "0\n"
