@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from microcloudd.api.errors import Internal, InvalidArgument, NotFound, Unavailable
+from microcloudd.atomic_file import write_atomic
 from microcloudd.components.spec import ProcessSpec
 
 MiB = 1 << 20
@@ -93,14 +94,6 @@ def read_key(keyring_path: Path, entity: str) -> str:
         elif section == entity and line.startswith("key"):
             return line.split("=", 1)[1].strip()
     raise NotFound(f"Keyring {keyring_path} has no key for {entity}")
-
-
-def _write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _run(argv: list[str], timeout: float = 60.0) -> str:
@@ -234,22 +227,22 @@ class LocalCeph:
                 fsid=str(uuid.uuid4()), address=address, base_port=base_port, mon_id=host,
                 mgr_id=host, objectstore=objectstore, osd_bytes=osd_bytes,
             )
-            _write_atomic(self._settings_path, json.dumps(asdict(s), indent=1), 0o644)
+            write_atomic(self._settings_path, json.dumps(asdict(s), indent=1), mode=0o644)
         s = self.settings()
-        _write_atomic(self.conf_path, render_conf(self.root, s), 0o644)
+        write_atomic(self.conf_path, render_conf(self.root, s), mode=0o644)
         self._make_keys(s)
         self._mkfs_mon(s)
         return self.access()
 
     def _make_keys(self, s: CephSettings) -> None:
         if not self.admin_keyring.exists():
-            _write_atomic(self.admin_keyring, keyring_text(
+            write_atomic(self.admin_keyring, keyring_text(
                 "client.admin", generate_key(),
                 {"mon": "allow *", "osd": "allow *", "mgr": "allow *", "mds": "allow *"}))
         mgr_keyring = self.root / f"mgr.{s.mgr_id}" / "keyring"
         if not mgr_keyring.exists():
             mgr_keyring.parent.mkdir(exist_ok=True)
-            _write_atomic(mgr_keyring, keyring_text(
+            write_atomic(mgr_keyring, keyring_text(
                 f"mgr.{s.mgr_id}", generate_key(),
                 {"mon": "allow profile mgr", "osd": "allow *", "mds": "allow *"}))
 
@@ -263,7 +256,7 @@ class LocalCeph:
         text = keyring_text("mon.", generate_key(), {"mon": "allow *"})
         text += self.admin_keyring.read_text()
         text += (self.root / f"mgr.{s.mgr_id}" / "keyring").read_text()
-        _write_atomic(mon_keyring, text)
+        write_atomic(mon_keyring, text)
         monmap = self.root / "monmap"
         _run(["monmaptool", "--create", "--clobber", "--fsid", s.fsid,
               "--addv", s.mon_id, f"[v2:{s.mon_v2},v1:{s.mon_v1}]", str(monmap)])
@@ -329,7 +322,7 @@ class LocalCeph:
             req = json.loads(pending.read_text())
         else:
             req = {"uuid": str(uuid.uuid4()), "key": generate_key()}
-            _write_atomic(pending, json.dumps(req))
+            write_atomic(pending, json.dumps(req))
         # `osd new` with the same uuid and secret returns the same id: safe to repeat.
         out = mon_command(self.access(), {"prefix": "osd new", "uuid": req["uuid"]},
                           json.dumps({"cephx_secret": req["key"]}).encode(), timeout=timeout)
@@ -339,7 +332,7 @@ class LocalCeph:
             tmp = data.with_name(data.name + ".creating")
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
-            _write_atomic(tmp / "keyring", keyring_text(f"osd.{osd_id}", req["key"]))
+            write_atomic(tmp / "keyring", keyring_text(f"osd.{osd_id}", req["key"]))
             argv = ["ceph-osd", "-c", str(self.conf_path), "-i", str(osd_id), "--mkfs",
                     "--osd-data", str(tmp), "--osd-uuid", req["uuid"]]
             if device is not None:

@@ -6,13 +6,13 @@ Written atomically after every step, so a daemon killed at any point (or a Ctrl-
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
 import msgspec
 
 from microcloudd.api.init import InitPlan
+from microcloudd.atomic_file import write_atomic
 
 
 class InitRecord(msgspec.Struct, kw_only=True):
@@ -38,9 +38,4 @@ def load(state_dir: Path) -> InitRecord:
 def save(state_dir: Path, rec: InitRecord) -> None:
     p = path(state_dir)
     p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = p.with_name(p.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(msgspec.json.format(msgspec.json.encode(rec)))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
+    write_atomic(p, msgspec.json.format(msgspec.json.encode(rec)), mode=0o644, durable=True)

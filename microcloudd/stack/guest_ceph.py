@@ -19,10 +19,9 @@ and a warning says why.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
+from microcloudd.atomic_file import write_atomic
 from microcloudd.components import libvirtd
 from microcloudd.drivers.compute.domain_xml import guest_ceph_conf
 from microcloudd.stack.layout import Layout
@@ -66,13 +65,5 @@ def write(lay: Layout, mon_host: str, *, host_libvirt: bool) -> Path | None:
                     "answer then waits up to 300 s): %s", why)
         return None
     text = guest_ceph_conf(mount_timeout=MOUNT_TIMEOUT, op_timeout=OP_TIMEOUT, mon_host=mon_host)
-    fd, tmp = tempfile.mkstemp(prefix=".ceph.conf.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text, mode=0o644)
     return path

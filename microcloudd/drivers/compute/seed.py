@@ -17,6 +17,7 @@ import yaml
 
 from microcloudd.api.errors import InvalidArgument, Unavailable
 from microcloudd.api.names import check_name
+from microcloudd.atomic_file import write_atomic
 
 VOLUME_LABEL = "cidata"
 
@@ -81,8 +82,5 @@ async def build_seed_iso_async(seed: Seed) -> bytes:
 
 
 def write_seed_iso(seed: Seed, path: Path) -> Path:
-    data = build_seed_iso(seed)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    write_atomic(path, build_seed_iso(seed), mode=0o644)
     return path

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import rados
 import rbd
 
 from microcloudd.api.errors import Cancelled, Internal, NotFound
+from microcloudd.atomic_file import write_atomic
 from microcloudd.drivers.storage import naming
 from microcloudd.drivers.storage.rbd_errors import translated
 
@@ -133,6 +133,4 @@ def fence_previous(cluster: rados.Rados, note: Path) -> None:
             log.info("blocklisted our previous Ceph client %s (it did not shut down cleanly)", previous)
         except rados.Error as e:
             log.warning("cannot blocklist our previous Ceph client %s: %s", previous, e)
-    tmp = note.with_name(note.name + ".tmp")
-    tmp.write_text(mine + "\n")
-    os.replace(tmp, note)
+    write_atomic(note, mine + "\n", mode=0o644)
