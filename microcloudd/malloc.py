@@ -59,7 +59,7 @@ def _glibc() -> bool:
         return False
 
 
-def exec_tuned(argv: list[str] | None = None) -> None:
+def exec_tuned() -> None:
     """Re-execute this program once with `TUNABLES` (the same PID: systemd and pidfiles see
     nothing); call it first thing, before any thread or file. In the re-executed program,
     drop the variables again so that microcloudd's children (Ceph, OVN, libvirtd) start with
@@ -70,9 +70,8 @@ def exec_tuned(argv: list[str] | None = None) -> None:
         return
     if "GLIBC_TUNABLES" in os.environ or not _glibc() or not sys.executable:
         return
-    args = list(sys.orig_argv if argv is None else argv)
     with contextlib.suppress(OSError):  # cannot exec: run with glibc's defaults
-        os.execve(sys.executable, args, {**os.environ, "GLIBC_TUNABLES": TUNABLES, _TUNED: "1"})
+        os.execve(sys.executable, sys.orig_argv, {**os.environ, "GLIBC_TUNABLES": TUNABLES, _TUNED: "1"})
 
 
 def tune(arenas: int = 2) -> bool:

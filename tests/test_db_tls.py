@@ -6,8 +6,6 @@ naming the address, and writes nothing."""
 from __future__ import annotations
 
 import datetime
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from microcloudd.api.errors import Unavailable
-from microcloudd.components import ovsdb
 from microcloudd.db.database import Database
 from microcloudd.db.records import Config
-from microcloudd.db.schema import SCHEMA_PATH
-from tests.fixtures.db import free_port
-from tests.support import proc
+from tests.fixtures.db import free_port, start_db_server, stop_db_server
 
 Ca = tuple[ec.EllipticCurvePrivateKey, x509.Certificate, Path]  # key, certificate, its PEM file
 
@@ -73,24 +68,16 @@ class TlsServer:
 
 
 @pytest.fixture
-def tls_server() -> Iterator[TlsServer]:
-    d = Path(tempfile.mkdtemp(prefix="mc-db-tls-"))
+def tls_server(tmp_path: Path) -> Iterator[TlsServer]:
+    pki = Pki(tmp_path)
+    ca = pki.ca("cluster-ca")
+    server_key, server_cert = pki.leaf("member-1", ca)
+    port = free_port()
+    server = start_db_server(remotes=(f"pssl:{port}:127.0.0.1",), ssl=(server_key, server_cert, ca[2]))
     try:
-        pki = Pki(d)
-        ca = pki.ca("cluster-ca")
-        server_key, server_cert = pki.leaf("member-1", ca)
-        client = pki.leaf("member-2", ca)
-        db_path, sock, port = d / "db.db", d / "db.sock", free_port()
-        ovsdb.create_db(db_path, SCHEMA_PATH, None)
-        spec = ovsdb.server_spec("microcloud-db", [db_path], d, sock, [f"pssl:{port}:127.0.0.1"],
-                                 ssl=(server_key, server_cert, ca[2]), log_level="warn")
-        running = proc.start(spec, d)
-        try:
-            yield TlsServer(f"ssl:127.0.0.1:{port}", ca[2], client, pki)
-        finally:
-            running.stop()
+        yield TlsServer(f"ssl:127.0.0.1:{port}", ca[2], pki.leaf("member-2", ca), pki)
     finally:
-        shutil.rmtree(d, ignore_errors=True)
+        stop_db_server(server)
 
 
 async def test_reads_and_writes_over_mutual_tls(tls_server: TlsServer) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from microcloudd import malloc
 from tests.fixtures.daemon import start_daemon
+from tests.support import proc
 
 
 def anon_kib() -> int:
@@ -67,14 +68,12 @@ def _environ(pid: int) -> dict[str, str]:
     return dict(e.decode().split("=", 1) for e in raw if b"=" in e)
 
 
-def _children_environs(pid: int) -> list[dict[str, str]]:
-    """The environments of `pid`'s children (those that did not exit while we looked)."""
+def _descendants_environs(pid: int) -> list[dict[str, str]]:
+    """The environments of the processes below `pid` (those that did not exit while we looked)."""
     out = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    for child in proc.descendants(pid):
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            for child in (task / "children").read_text().split():
-                with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-                    out.append(_environ(int(child)))
+            out.append(_environ(child))
     return out
 
 
@@ -85,7 +84,7 @@ def test_the_daemon_runs_without_thread_caches_and_its_children_with_glibcs_defa
     try:
         assert _environ(d.proc.pid).get("GLIBC_TUNABLES") == malloc.TUNABLES  # re-executed: same PID
         deadline = time.monotonic() + 20
-        while not (kids := _children_environs(d.proc.pid)) and time.monotonic() < deadline:
+        while not (kids := _descendants_environs(d.proc.pid)) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert kids, "the database runs as a child of microcloudd"
         for kid in kids:
